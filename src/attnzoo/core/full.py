@@ -1,0 +1,144 @@
+"""Exact softmax attention (Vaswani et al., 2017. arxiv.org/abs/1706.03762), and the additive score
+of Bahdanau et al. (2015. arxiv.org/abs/1409.0473).
+
+b batch, h heads, i query positions, j key positions, d head dim, e additive hidden width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from einops import einsum
+from torch import Tensor, nn
+
+from attnzoo.core.checks import check_dropout, check_mask, check_qkv, resolve_scale
+from attnzoo.core.info import MechanismInfo
+from attnzoo.core.masks import visible_keys
+from attnzoo.core.reference import reference_attention, safe_softmax
+
+
+@dataclass
+class FullConfig:
+    score: Literal["dot", "additive"] = "dot"  # q·k (Vaswani) or vᵀ tanh(W q + U k) (Bahdanau)
+    scale: float | None = None  # None = 1/sqrt(D); 1.0 = plain dot-product attention
+    dropout_p: float = 0.0
+
+
+def full_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    mask: Tensor | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    return_weights: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Exact attention through torch SDPA. q, k, v: [B, H, N, D]; mask: [B, N] bool. Returns [B, H, N, D].
+
+    Equivalent to: softmax(q @ kᵀ · scale, masked to visible keys) @ v, with zeros for a query
+    that sees no key.
+
+    ``return_weights=True`` takes the dense reference path instead and also returns [B, H, N, N].
+
+    Note:
+        SDPA itself returns NaN for a row with no visible key (all padding, or causal with the
+        first keys padded); those rows are given one dummy key and then zeroed, so outputs and
+        gradients are finite.
+    """
+    check_qkv(q, k, v, "full_attention")
+    check_mask(mask, q, "full_attention")
+    check_dropout(dropout_p, "full_attention")
+    scale = resolve_scale(scale, q.shape[-1], "full_attention")
+    n = q.shape[2]
+    if return_weights:
+        allowed = visible_keys(mask, _causal_dense(n, q.device) if causal else None, n, q.device)
+        return reference_attention(q, k, v, allowed=allowed, scale=scale, dropout_p=dropout_p, return_weights=True)
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal, scale=scale)
+    allowed = visible_keys(mask, _causal_dense(n, q.device) if causal else None, n, q.device)
+    has_key = allowed.any(dim=-1, keepdim=True)  # [B, 1, N or 1, 1]
+    allowed = allowed | ~has_key
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p, scale=scale)
+    return out * has_key if not bool(has_key.all()) else out
+
+
+def additive_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    w_q: Tensor,
+    w_k: Tensor,
+    w_out: Tensor,
+    *,
+    mask: Tensor | None = None,
+    causal: bool = False,
+    dropout_p: float = 0.0,
+    return_weights: bool = False,
+    chunk: int = 128,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Additive (Bahdanau) attention. q, k, v: [B, H, N, D]; w_q, w_k: [H, D, E]; w_out: [H, E].
+
+    Equivalent to: softmax_j(w_outᵀ tanh(q_i W_q + k_j W_k)) @ v.
+
+    Note:
+        The score needs an [N, N, E] intermediate per head; queries are processed ``chunk`` at a
+        time so memory stays O(chunk · N · E). Time is O(N² E): this is a reference mechanism.
+    """
+    check_qkv(q, k, v, "additive_attention")
+    check_mask(mask, q, "additive_attention")
+    check_dropout(dropout_p, "additive_attention")
+    n = q.shape[2]
+    qe = einsum(q, w_q, "b h i d, h d e -> b h i e")
+    ke = einsum(k, w_k, "b h j d, h d e -> b h j e")
+    scores = torch.cat(
+        [
+            einsum(torch.tanh(qe[:, :, s : s + chunk, None, :] + ke[:, :, None, :, :]), w_out, "b h i j e, h e -> b h i j")
+            for s in range(0, n, chunk)
+        ],
+        dim=2,
+    )
+    allowed = visible_keys(mask, _causal_dense(n, q.device) if causal else None, n, q.device)
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    weights = safe_softmax(scores)
+    dropped = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
+    out = einsum(dropped, v, "b h i j, b h j d -> b h i d")
+    return (out, weights) if return_weights else out
+
+
+def _causal_dense(n: int, device) -> Tensor:
+    return torch.ones(n, n, dtype=torch.bool, device=device).tril()
+
+
+class Full(nn.Module):
+    """Exact attention core: SDPA for ``score="dot"``, learned Bahdanau scores for ``"additive"``."""
+
+    info = MechanismInfo(
+        paper="Vaswani et al. 2017, arxiv.org/abs/1706.03762 (additive: Bahdanau et al. 2015)",
+        complexity="O(N² D) time, O(N) memory (SDPA flash on CPU/GPU); additive O(N² E)",
+        causal=True,
+        mask=True,
+    )
+
+    def __init__(self, config: FullConfig, *, heads: int, head_dim: int, causal: bool, max_len: int | None):
+        super().__init__()
+        if config.score not in ("dot", "additive"):
+            raise ValueError(f"full: score must be 'dot' or 'additive', got {config.score!r}")
+        check_dropout(config.dropout_p, "full")
+        resolve_scale(config.scale, head_dim, "full")
+        self.config, self.causal = config, causal
+        if config.score == "additive":
+            self.w_q = nn.Parameter(torch.randn(heads, head_dim, head_dim) / head_dim**0.5)
+            self.w_k = nn.Parameter(torch.randn(heads, head_dim, head_dim) / head_dim**0.5)
+            self.w_out = nn.Parameter(torch.randn(heads, head_dim) / head_dim**0.5)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        p = self.config.dropout_p if self.training else 0.0
+        if self.config.score == "additive":
+            return additive_attention(q, k, v, self.w_q, self.w_k, self.w_out, mask=mask, causal=self.causal, dropout_p=p)
+        return full_attention(q, k, v, mask=mask, causal=self.causal, scale=self.config.scale, dropout_p=p)

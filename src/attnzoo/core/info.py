@@ -1,0 +1,14 @@
+"""What ``attnzoo.describe`` reports about a mechanism, declared once beside its module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MechanismInfo:
+    paper: str  # authors, year and link
+    complexity: str  # time and memory in N, as the code achieves them
+    causal: bool  # honours causal=True
+    mask: bool  # honours a [B, N] padding mask
+    variable_length: bool = True  # any N works (False: bounded by max_len)

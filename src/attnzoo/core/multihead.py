@@ -1,0 +1,39 @@
+"""Multi-head attention layer: the q/k/v/out projections and head split/merge around any attention core.
+
+b batch, n positions, c model width, h heads, d head dim (c = h · d).
+"""
+
+from __future__ import annotations
+
+from einops import rearrange
+from torch import Tensor, nn
+
+from attnzoo.core.checks import check_int
+
+
+class MultiHeadAttention(nn.Module):
+    """x [B, N, C] -> core(q, k, v [B, H, N, D], mask [B, N]) -> [B, N, C].
+
+    The core is any module with ``forward(q, k, v, mask=None) -> [B, H, N, D]``.
+    """
+
+    def __init__(self, dim: int, heads: int, core: nn.Module, *, max_len: int | None = None, bias: bool = True):
+        super().__init__()
+        check_int(dim, "dim", minimum=1, where="MultiHeadAttention")
+        check_int(heads, "heads", minimum=1, where="MultiHeadAttention")
+        if dim % heads:
+            raise ValueError(f"MultiHeadAttention: dim ({dim}) must be divisible by heads ({heads}); e.g. dim={heads * max(1, dim // heads)}")
+        self.dim, self.heads, self.core, self.max_len = dim, heads, core, max_len
+        self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        self.out = nn.Linear(dim, dim, bias=bias)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"MultiHeadAttention: x must be [B, N, C={self.dim}], got {tuple(x.shape)}")
+        if self.max_len is not None and x.shape[1] > self.max_len:
+            raise ValueError(
+                f"sequence length N={x.shape[1]} exceeds max_len={self.max_len}; build the layer with max_len>={x.shape[1]}"
+            )
+        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
+        y = self.core(q, k, v, mask=mask)
+        return self.out(rearrange(y, "b h n d -> b n (h d)"))

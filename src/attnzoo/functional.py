@@ -1,0 +1,28 @@
+"""Every attention function, flat: q, k, v [B, H, N, D] -> [B, H, N, D]."""
+
+from attnzoo.core.full import additive_attention, full_attention
+from attnzoo.core.reference import reference_attention
+from attnzoo.sparse.attention import sparse_attention
+from attnzoo.sparse.bigbird import bigbird_attention
+from attnzoo.sparse.global_tokens import global_attention
+from attnzoo.sparse.heads import heads_attention
+from attnzoo.sparse.local import local_attention
+from attnzoo.sparse.longformer import longformer_attention
+from attnzoo.sparse.random import random_attention
+from attnzoo.sparse.sparse_transformer import sparse_transformer_attention
+from attnzoo.sparse.strided import strided_attention
+
+__all__ = [
+    "additive_attention",
+    "bigbird_attention",
+    "full_attention",
+    "global_attention",
+    "heads_attention",
+    "local_attention",
+    "longformer_attention",
+    "random_attention",
+    "reference_attention",
+    "sparse_attention",
+    "sparse_transformer_attention",
+    "strided_attention",
+]

@@ -1,0 +1,101 @@
+"""Pre-norm transformer encoder: blocks of x + attn(norm(x)) and x + ffn(norm(x)), and a classifier head.
+
+b batch, n positions, c model width, k classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import torch
+from torch import Tensor, nn
+
+from attnzoo.positional.learned import LearnedPosition
+from attnzoo.positional.sinusoidal import SinusoidalPosition
+
+POSITIONS = {"sinusoidal": SinusoidalPosition, "learned": LearnedPosition}
+
+
+@dataclass
+class EncoderConfig:
+    dim: int = 64
+    depth: int = 2
+    heads: int = 4
+    ffn_mult: int = 4
+    dropout: float = 0.1
+
+
+class EncoderBlock(nn.Module):
+    """x [B, N, C], mask [B, N] -> [B, N, C]. Pre-norm (Xiong et al. 2020, arxiv.org/abs/2002.04745)."""
+
+    def __init__(self, dim: int, attention: nn.Module, *, ffn_mult: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attention = attention
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_mult * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_mult * dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        x = x + self.drop(self.attention(self.norm1(x), mask=mask))
+        return x + self.drop(self.ffn(self.norm2(x)))
+
+
+class Encoder(nn.Module):
+    """A stack of EncoderBlocks and a final norm; ``make_attention()`` builds each block's layer."""
+
+    def __init__(self, config: EncoderConfig, make_attention: Callable[[], nn.Module]):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            EncoderBlock(config.dim, make_attention(), ffn_mult=config.ffn_mult, dropout=config.dropout) for _ in range(config.depth)
+        )
+        self.norm = nn.LayerNorm(config.dim)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.norm(x)
+
+
+@dataclass
+class ClassifierConfig:
+    vocab_size: int = 256  # token ids in [0, vocab_size)
+    num_classes: int = 2
+    max_len: int | None = None  # needed by learned positions
+    positions: Literal["sinusoidal", "learned"] = "sinusoidal"
+    pooling: Literal["cls", "mean"] = "mean"
+
+
+class Classifier(nn.Module):
+    """Token ids [B, N] (+ mask [B, N]) -> logits [B, K]. "cls" prepends a learned CLS token and reads it out."""
+
+    def __init__(self, config: ClassifierConfig, encoder_config: EncoderConfig, make_attention: Callable[[], nn.Module]):
+        super().__init__()
+        if config.pooling not in ("cls", "mean"):
+            raise ValueError(f"classifier: pooling must be 'cls' or 'mean', got {config.pooling!r}")
+        if config.positions not in POSITIONS:
+            raise ValueError(f"classifier: positions must be one of {sorted(POSITIONS)}, got {config.positions!r}")
+        dim = encoder_config.dim
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, dim)
+        extra = 1 if config.pooling == "cls" else 0
+        self.positions = POSITIONS[config.positions](dim, None if config.max_len is None else config.max_len + extra)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim)) if extra else None
+        self.encoder = Encoder(encoder_config, make_attention)
+        self.head = nn.Linear(dim, config.num_classes)
+
+    def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
+        if tokens.dim() != 2 or tokens.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"classifier: tokens must be integer ids [B, N], got {tuple(tokens.shape)} {tokens.dtype}")
+        x = self.embed(tokens)
+        if self.cls is not None:
+            x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
+            if mask is not None:
+                mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
+        x = self.encoder(self.positions(x), mask)
+        if self.cls is not None:
+            return self.head(x[:, 0])
+        if mask is None:
+            return self.head(x.mean(dim=1))
+        weights = mask.to(x.dtype)[..., None]
+        return self.head((x * weights).sum(1) / weights.sum(1).clamp_min(1.0))

@@ -1,0 +1,83 @@
+"""Softmax attention restricted to a pattern, on the fastest path the device and direction allow.
+
+b batch, h heads, n positions, d head dim.
+
+Backends:
+    "blocked": attnzoo's blocked kernel (any device, forward and backward).
+    "flex":    compiled FlexAttention with a BlockMask from the same layout (CUDA forward and
+               backward; CPU forward only, compiled).
+    "dense":   the masked reference, O(N²): for tests and pictures.
+    "auto":    flex on CUDA, blocked everywhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from attnzoo.core.checks import check_dropout, check_int, check_mask, check_qkv, resolve_scale
+from attnzoo.core.masks import Pattern, and_masks, causal as causal_pattern, materialize_heads, visible_keys
+from attnzoo.core.reference import reference_attention
+from attnzoo.sparse.flex import flex_available, flex_sparse_attention
+from attnzoo.sparse.kernel import blocked_attention
+from attnzoo.sparse.layout import build_layout
+
+Backend = Literal["auto", "blocked", "flex", "dense"]
+BACKENDS = ("auto", "blocked", "flex", "dense")
+
+
+def sparse_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    pattern: Pattern,
+    *,
+    mask: Tensor | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    backend: Backend = "auto",
+    block: int = 64,
+) -> Tensor:
+    """q, k, v: [B, H, N, D]; pattern: a Pattern; mask: [B, N] bool. Returns [B, H, N, D].
+
+    Equivalent to: softmax(q @ kᵀ · scale where pattern(i, j) and mask[j] (and j <= i if
+    causal), else -inf) @ v, with zeros for a query that sees no key.
+    """
+    where = f"sparse attention ({pattern.name})"
+    check_qkv(q, k, v, where)
+    check_mask(mask, q, where)
+    check_dropout(dropout_p, where)
+    check_int(block, "block", minimum=1, where=where)
+    scale = resolve_scale(scale, q.shape[-1], where)
+    if causal:
+        pattern = and_masks(pattern, causal_pattern)
+    backend = _choose_backend(backend, q, dropout_p, where)
+    n, heads = q.shape[2], q.shape[1]
+    if backend == "dense":
+        allowed = visible_keys(mask, materialize_heads(pattern, n, heads, device=q.device), n, q.device)
+        return reference_attention(q, k, v, allowed=allowed, scale=scale, dropout_p=dropout_p)
+    layout = build_layout(pattern, n, block, heads, q.device, q.dtype)
+    if backend == "flex":
+        return flex_sparse_attention(q, k, v, layout, pattern, key_valid=mask, scale=scale)
+    return blocked_attention(q, k, v, layout, key_valid=mask, scale=scale, dropout_p=dropout_p)
+
+
+def _choose_backend(backend: str, q: Tensor, dropout_p: float, where: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"{where}: backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "flex" if q.is_cuda and flex_available() and dropout_p == 0 else "blocked"
+    if backend == "flex":
+        if not flex_available():
+            raise ValueError(f"{where}: this torch ({torch.__version__}) has no FlexAttention; use backend='blocked'")
+        if dropout_p:
+            raise ValueError(f"{where}: FlexAttention has no attention dropout; use backend='blocked' or dropout_p=0")
+        if not q.is_cuda and torch.is_grad_enabled() and q.requires_grad:
+            raise ValueError(
+                f"{where}: FlexAttention has no backward on {q.device.type}; use backend='blocked' for training "
+                "or run under torch.no_grad()"
+            )
+    return backend

@@ -1,0 +1,65 @@
+"""What every fixed-pattern mechanism shares: kernel options and the thin module that calls sparse_attention.
+
+b batch, h heads, n positions, d head dim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from attnzoo.core.checks import check_dropout, check_int, resolve_scale
+from attnzoo.core.masks import Pattern, and_masks, causal as causal_pattern, materialize_heads
+from attnzoo.sparse.attention import BACKENDS, Backend, sparse_attention
+
+
+@dataclass
+class KernelOptions:
+    scale: float | None = None  # None = 1/sqrt(D)
+    dropout_p: float = 0.0  # on the attention weights, in training
+    backend: Backend = "auto"  # "auto" | "blocked" | "flex" | "dense"
+    block: int = 64  # kernel block size (positions per block)
+
+
+class PatternCore(nn.Module):
+    """Core for one pattern mechanism: forward(q, k, v, mask) -> sparse_attention(q, k, v, self.pattern(...)).
+
+    Subclasses set ``info`` and implement ``pattern(n, heads, device)``.
+    """
+
+    def __init__(self, config: KernelOptions, *, heads: int, head_dim: int, causal: bool, max_len: int | None):
+        super().__init__()
+        where = type(self).__name__.lower()
+        if config.backend not in BACKENDS:
+            raise ValueError(f"{where}: backend must be one of {BACKENDS}, got {config.backend!r}")
+        check_dropout(config.dropout_p, where)
+        check_int(config.block, "block", minimum=1, where=where)
+        resolve_scale(config.scale, head_dim, where)
+        self.config, self.heads, self.causal, self.max_len = config, heads, causal, max_len
+
+    def pattern(self, n: int, heads: int, device: torch.device) -> Pattern:
+        raise NotImplementedError
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        c = self.config
+        return sparse_attention(
+            q,
+            k,
+            v,
+            self.pattern(q.shape[2], q.shape[1], q.device),
+            mask=mask,
+            causal=self.causal,
+            scale=c.scale,
+            dropout_p=c.dropout_p if self.training else 0.0,
+            backend=c.backend,
+            block=c.block,
+        )
+
+    def computed_pairs(self, n: int) -> Tensor:
+        """Bool [H or 1, N, N]: the (query, key) pairs this core computes (for pictures)."""
+        pattern = self.pattern(n, self.heads, torch.device("cpu"))
+        if self.causal:
+            pattern = and_masks(pattern, causal_pattern)
+        return materialize_heads(pattern, n, self.heads)

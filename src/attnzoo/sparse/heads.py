@@ -1,0 +1,126 @@
+"""Heterogeneous heads: head h uses the h-th fixed pattern (cycled), e.g. local heads beside strided heads.
+
+As in Child et al. 2019's multi-head factorisation (arxiv.org/abs/1904.10509) and Longformer's
+per-head dilation. Heads sharing a pattern share one block layout in the kernel.
+b batch, h heads, n positions, d head dim.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from dataclasses import dataclass, fields
+
+from torch import Tensor
+
+from attnzoo.core.info import MechanismInfo
+from attnzoo.core.masks import Pattern, per_head
+from attnzoo.sparse.attention import Backend, sparse_attention
+from attnzoo.sparse.bigbird import BigBird, BigBirdConfig
+from attnzoo.sparse.core import KernelOptions, PatternCore
+from attnzoo.sparse.global_tokens import Global, GlobalConfig
+from attnzoo.sparse.local import Local, LocalConfig
+from attnzoo.sparse.longformer import Longformer, LongformerConfig
+from attnzoo.sparse.random import Random, RandomConfig
+from attnzoo.sparse.sparse_transformer import SparseTransformer, SparseTransformerConfig
+from attnzoo.sparse.strided import Strided, StridedConfig
+
+# The fixed patterns a head may use (a pattern family's own table, not the registry).
+HEAD_PATTERNS = {
+    "local": (LocalConfig, Local),
+    "strided": (StridedConfig, Strided),
+    "global": (GlobalConfig, Global),
+    "random": (RandomConfig, Random),
+    "sparse_transformer": (SparseTransformerConfig, SparseTransformer),
+    "longformer": (LongformerConfig, Longformer),
+    "bigbird": (BigBirdConfig, BigBird),
+}
+
+
+@dataclass
+class HeadsConfig(KernelOptions):
+    # One spec per head (cycled): "local:window=16" or {"name": "local", "window": 16}.
+    patterns: tuple = ("local:window=16", "strided:stride=8")
+
+
+def parse_head_spec(spec) -> tuple[str, dict]:
+    """'local:window=16,...' or {'name': 'local', 'window': 16} -> ('local', {'window': 16})."""
+    if isinstance(spec, dict):
+        opts = dict(spec)
+        name = opts.pop("name", None)
+    elif isinstance(spec, str):
+        name, _, rest = spec.partition(":")
+        opts = {}
+        for item in filter(None, rest.split(",")):
+            key, eq, value = item.partition("=")
+            if not eq:
+                raise ValueError(f"heads: option {item!r} in {spec!r} must look like key=value")
+            opts[key.strip()] = _literal(value.strip())
+    else:
+        raise ValueError(f"heads: a head pattern is 'name:key=value,...' or a dict with 'name', got {spec!r}")
+    if name not in HEAD_PATTERNS:
+        raise ValueError(f"heads: unknown head pattern {name!r}; choose from {sorted(HEAD_PATTERNS)}")
+    known = {f.name for f in fields(HEAD_PATTERNS[name][0])} - {f.name for f in fields(KernelOptions)}
+    unknown = set(opts) - known
+    if unknown:
+        raise ValueError(f"heads: {name} has no option(s) {sorted(unknown)}; its options are {sorted(known)}")
+    return name, opts
+
+
+def _literal(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+class Heads(PatternCore):
+    info = MechanismInfo(
+        paper="Child et al. 2019, arxiv.org/abs/1904.10509 (per-head factorisation)",
+        complexity="that of the costliest head pattern",
+        causal=True,
+        mask=True,
+    )
+
+    def __init__(self, config: HeadsConfig, *, heads: int, head_dim: int, causal: bool, max_len: int | None):
+        super().__init__(config, heads=heads, head_dim=head_dim, causal=causal, max_len=max_len)
+        if not config.patterns:
+            raise ValueError("heads: give at least one head pattern, e.g. patterns=('local:window=16', 'strided:stride=8')")
+        if len(config.patterns) > heads:
+            raise ValueError(f"heads: {len(config.patterns)} patterns for {heads} heads; give at most one per head")
+        cores = []
+        for spec in config.patterns:
+            name, opts = parse_head_spec(spec)
+            if name == "global" and opts.get("num_tokens"):
+                raise ValueError("heads: learned global tokens change the sequence length; use in-sequence global_idx per head")
+            cfg_cls, core_cls = HEAD_PATTERNS[name]
+            cores.append(core_cls(cfg_cls(**opts), heads=1, head_dim=head_dim, causal=causal, max_len=max_len))
+        self.cores = cores  # plain list: they hold no parameters
+
+    def pattern(self, n, heads, device):
+        return heads_pattern(tuple(self.cores[h % len(self.cores)].pattern(n, 1, device) for h in range(heads)))
+
+
+@functools.lru_cache(maxsize=64)
+def heads_pattern(patterns: tuple[Pattern, ...]) -> Pattern:
+    return per_head(patterns, "heads(" + ", ".join(p.name for p in patterns) + ")")
+
+
+def heads_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    patterns: tuple[Pattern, ...],
+    mask: Tensor | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    backend: Backend = "auto",
+    block: int = 64,
+) -> Tensor:
+    """q, k, v: [B, H, N, D]; patterns: H Patterns, one per head. Returns [B, H, N, D].
+
+    Equivalent to: for each head h, sparse_attention(q[:, h], k[:, h], v[:, h], patterns[h]).
+    """
+    return sparse_attention(q, k, v, heads_pattern(tuple(patterns)), mask=mask, causal=causal, scale=scale, dropout_p=dropout_p, backend=backend, block=block)
