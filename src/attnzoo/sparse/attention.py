@@ -59,7 +59,7 @@ def sparse_attention(
     if backend == "dense":
         allowed = visible_keys(mask, materialize_heads(pattern, n, heads, device=q.device), n, q.device)
         return reference_attention(q, k, v, allowed=allowed, scale=scale, dropout_p=dropout_p)
-    layout = build_layout(pattern, n, block, heads, q.device, q.dtype)
+    layout = build_layout(pattern, n, block, heads, q.device)
     if backend == "flex":
         return flex_sparse_attention(q, k, v, layout, pattern, key_valid=mask, scale=scale)
     return blocked_attention(q, k, v, layout, key_valid=mask, scale=scale, dropout_p=dropout_p)

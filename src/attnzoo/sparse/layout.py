@@ -1,13 +1,18 @@
 """Block layouts: which (query block, key block) pairs a pattern touches, built from its block predicate.
 
-r query blocks of a group, s key-block slots per query block (the same count within a group),
-i query position inside a block, j key position inside the gathered slots (s · block of them).
+r query blocks, s key-block slots, i query position inside a block, j key position inside the
+gathered slots (s · block of them), o block offset (key block - query block).
 
-A layout is computed once per (pattern, N, block, heads, device, dtype) and cached: the block
-predicate is evaluated on the (N/block)² grid in row chunks, then only the allowed blocks are kept.
-Query blocks are grouped by how many key blocks they touch, so a group is a dense
-[r, s] table of key-block indices with no padding slots and no wasted work, whatever the pattern
-(a global row touching every block and a local row touching nine sit in different groups).
+A layout is computed once per (pattern, N, block, heads, device) and cached. The block predicate
+is evaluated on the (N/block)² grid in row chunks (cheap comparisons, never N² predicate calls);
+the allowed blocks are then split in two parts the kernel treats differently:
+
+- the **band**: the widest run of block offsets o ∋ 0 such that every query block r touches key
+  block r + o (sliding windows, BigBird's window blocks, the diagonal). The kernel reads it as a
+  strided window over K and V, without copying.
+- the **rest**, grouped by how many key blocks a query block touches, so each group is a dense
+  [r, s] table of key-block indices with no padding slots (a global row touching every block and
+  a row with three random blocks sit in different groups). The kernel gathers these.
 """
 
 from __future__ import annotations
@@ -21,16 +26,34 @@ from torch import Tensor
 from attnzoo.core.masks import Pattern, _check_head_count
 
 _GRID_ROWS = 256  # query-block rows of the block grid evaluated at once (bounds layout-building memory)
+BAND_ELEMENTS = 1 << 21  # scores per band chunk and (batch, head): 8 MB in float32
+
+
+@dataclass(frozen=True, eq=False)
+class BandChunk:
+    """Query blocks r0..r1-1 of the band; ``forbid`` masks only the band slots that are partial here."""
+
+    r0: int
+    r1: int
+    slots: tuple[int, ...]  # band slots (0..width-1) holding a forbidden pair for some row of the chunk
+    forbid: Tensor | None  # [r1 - r0, block, len(slots) · block] bool, True = forbidden
+
+
+@dataclass(frozen=True, eq=False)
+class Band:
+    lo: int  # first block offset (<= 0); the band is offsets lo .. lo + width - 1
+    width: int
+    chunks: tuple[BandChunk, ...]
 
 
 @dataclass(frozen=True, eq=False)
 class BlockGroup:
-    """Query blocks that touch the same number of key blocks."""
+    """Query blocks outside the band that touch the same number of further key blocks."""
 
     rows: Tensor  # [R] query-block indices
-    cols: Tensor  # [R, S] key-block indices, ascending
-    bias: Tensor  # [R, block, S * block]: 0 where the pair is allowed, -inf where it is not
-    kv_pos: Tensor  # [R, S * block] key positions of the gathered slots
+    cols: Tensor  # [R, S] key-block indices
+    forbid: Tensor | None  # [R, block, S · block] bool, True = forbidden; None if every pair is allowed
+    kv_pos: Tensor  # [R, S · block] key positions of the gathered slots
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,9 +61,10 @@ class HeadLayout:
     """The layout shared by ``heads`` (None: every head)."""
 
     heads: tuple[int, ...] | None
+    band: Band | None
     groups: tuple[BlockGroup, ...]
-    any_blocks: Tensor  # [n_blocks, n_blocks] bool, block (qb, kb) holds an allowed pair (for FlexAttention / pictures)
-    full_blocks: Tensor  # [n_blocks, n_blocks] bool, every pair of block (qb, kb) is allowed
+    any_blocks: Tensor  # [n_blocks, n_blocks] bool: block (qb, kb) holds an allowed pair
+    full_blocks: Tensor  # [n_blocks, n_blocks] bool: every pair of block (qb, kb) is allowed
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,60 +75,131 @@ class BlockLayout:
     heads: tuple[HeadLayout, ...]
 
     def touched_pairs(self, num_heads: int) -> int:
-        """(query, key) pairs the kernel computes, summed over heads (block granularity)."""
+        """(query, key) pairs the kernel computes, summed over heads (at block granularity)."""
         total = 0
         for hl in self.heads:
-            per_head = sum(g.cols.numel() for g in hl.groups) * self.block * self.block
-            total += per_head * (num_heads if hl.heads is None else len(hl.heads))
+            blocks = sum(g.cols.numel() for g in hl.groups)
+            if hl.band is not None:
+                blocks += self.n_blocks * hl.band.width
+            total += blocks * self.block * self.block * (num_heads if hl.heads is None else len(hl.heads))
         return total
+
+    def allowed_block_pairs(self, num_heads: int) -> int:
+        """(query, key) pairs in blocks holding an allowed pair, summed over heads: the FLOP-floor count."""
+        return sum(
+            int(hl.any_blocks.sum()) * self.block * self.block * (num_heads if hl.heads is None else len(hl.heads))
+            for hl in self.heads
+        )
 
 
 @functools.lru_cache(maxsize=64)
-def build_layout(pattern: Pattern, n: int, block: int, num_heads: int, device: torch.device, dtype: torch.dtype) -> BlockLayout:
-    """Layout of ``pattern`` at length ``n`` (cached; patterns are built by cached factories)."""
+def build_layout(pattern: Pattern, n: int, block: int, num_heads: int, device: torch.device) -> BlockLayout:
+    """Layout of ``pattern`` at length ``n`` (cached; patterns come from cached factories)."""
     _check_head_count(pattern, num_heads)
     if pattern.heads is None:
-        heads = (_head_layout(pattern, None, 0, n, block, device, dtype),)
+        heads = (_head_layout(pattern, None, 0, n, block, device),)
     else:
         # Heads with the same pattern object share one layout.
         by_pattern: dict[int, list[int]] = {}
         for h, p in enumerate(pattern.heads):
             by_pattern.setdefault(id(p), []).append(h)
-        heads = tuple(
-            _head_layout(pattern.heads[hs[0]], tuple(hs), hs[0], n, block, device, dtype) for hs in by_pattern.values()
-        )
+        heads = tuple(_head_layout(pattern.heads[hs[0]], tuple(hs), hs[0], n, block, device) for hs in by_pattern.values())
     return BlockLayout(n=n, block=block, n_blocks=-(-n // block), heads=heads)
 
 
-def _head_layout(pattern: Pattern, heads, h: int, n: int, block: int, device, dtype) -> HeadLayout:
-    n_blocks = -(-n // block)
-    lo = torch.arange(n_blocks, device=device) * block
-    hi = torch.clamp(lo + block - 1, max=n - 1)
-    any_rows, full_rows = [], []
-    for r0 in range(0, n_blocks, _GRID_ROWS):
-        r1 = min(r0 + _GRID_ROWS, n_blocks)
-        a, f = pattern.block_mod(h, lo[r0:r1, None], hi[r0:r1, None], lo[None, :], hi[None, :])
-        any_rows.append(a.expand(r1 - r0, n_blocks))
-        full_rows.append(f.expand(r1 - r0, n_blocks) & a.expand(r1 - r0, n_blocks))
-    any_blocks, full_blocks = torch.cat(any_rows), torch.cat(full_rows)
-
-    counts = any_blocks.sum(dim=1)
+def _head_layout(pattern: Pattern, heads, h: int, n: int, block: int, device) -> HeadLayout:
+    nb = -(-n // block)
+    any_blocks, full_blocks = _block_grid(pattern, h, n, block, device)
+    band = _band(any_blocks)
+    rest = any_blocks.clone()
+    if band is not None:
+        r = torch.arange(nb, device=device)
+        for o in range(band[0], band[0] + band[1]):
+            ok = (r + o >= 0) & (r + o < nb)
+            rest[r[ok], r[ok] + o] = False
+    counts = rest.sum(dim=1)
     groups = []
     for count in torch.unique(counts).tolist():
         if count == 0:
-            continue  # query blocks with no key at all: output stays zero
+            continue  # no further key blocks: the band (or nothing) covers these rows
         rows = torch.nonzero(counts == count).flatten()
-        cols = torch.nonzero(any_blocks[rows])[:, 1].reshape(len(rows), count)
-        groups.append(_group(pattern, h, rows, cols, n, block, dtype))
-    return HeadLayout(heads, tuple(groups), any_blocks, full_blocks)
+        cols = torch.nonzero(rest[rows])[:, 1].reshape(len(rows), count)
+        groups.append(_group(pattern, h, rows, cols, full_blocks, n, block))
+    band_obj = _band_chunks(pattern, h, band, full_blocks, n, block, device) if band is not None else None
+    return HeadLayout(heads, band_obj, tuple(groups), any_blocks, full_blocks)
 
 
-def _group(pattern: Pattern, h: int, rows: Tensor, cols: Tensor, n: int, block: int, dtype) -> BlockGroup:
+def _block_grid(pattern: Pattern, h: int, n: int, block: int, device) -> tuple[Tensor, Tensor]:
+    """(any, full) over the [n_blocks, n_blocks] grid; a ragged last key block is never full."""
+    nb = -(-n // block)
+    lo = torch.arange(nb, device=device) * block
+    hi = torch.clamp(lo + block - 1, max=n - 1)
+    any_rows, full_rows = [], []
+    for r0 in range(0, nb, _GRID_ROWS):
+        r1 = min(r0 + _GRID_ROWS, nb)
+        a, f = pattern.block_mod(h, lo[r0:r1, None], hi[r0:r1, None], lo[None, :], hi[None, :])
+        a = a.expand(r1 - r0, nb)
+        any_rows.append(a)
+        full_rows.append(f.expand(r1 - r0, nb) & a)
+    any_blocks, full_blocks = torch.cat(any_rows), torch.cat(full_rows)
+    if n % block:
+        full_blocks[:, -1] = False  # the padded tail of the last key block must be masked
+    return any_blocks, full_blocks
+
+
+def _band(any_blocks: Tensor) -> tuple[int, int] | None:
+    """(lo, width): the widest run of offsets around 0 that every query block touches, or None."""
+    nb = any_blocks.shape[0]
+
+    def full_offset(o: int) -> bool:
+        return bool(torch.diagonal(any_blocks, offset=o).all()) if -nb < o < nb else False
+
+    if not full_offset(0):
+        return None
+    lo, hi = 0, 0
+    while full_offset(lo - 1):
+        lo -= 1
+    while full_offset(hi + 1):
+        hi += 1
+    return lo, hi - lo + 1
+
+
+def _band_chunks(pattern: Pattern, h: int, band: tuple[int, int], full_blocks: Tensor, n: int, block: int, device) -> Band:
+    lo, width = band
+    nb = full_blocks.shape[0]
+    r = torch.arange(nb, device=device)
+    cols = r[:, None] + lo + torch.arange(width, device=device)  # [nb, width], may fall outside [0, nb)
+    inside = (cols >= 0) & (cols < nb)
+    full = torch.zeros(nb, width, dtype=torch.bool, device=device)
+    full[inside] = full_blocks[r[:, None].expand(nb, width)[inside], cols[inside]]
+    rows_per_chunk = max(1, BAND_ELEMENTS // (block * width * block))
+    chunks = []
+    for r0 in range(0, nb, rows_per_chunk):
+        r1 = min(r0 + rows_per_chunk, nb)
+        slots = tuple(torch.nonzero(~full[r0:r1].all(dim=0)).flatten().tolist())
+        forbid = None
+        if slots:
+            slot_cols = cols[r0:r1][:, list(slots)]  # [R, P]
+            q_pos = torch.arange(r0 * block, r1 * block, device=device).view(r1 - r0, block)
+            kv_pos = (slot_cols[:, :, None] * block + torch.arange(block, device=device)).flatten(1)
+            forbid = ~_allowed(pattern, h, q_pos, kv_pos, n)
+        chunks.append(BandChunk(r0, r1, slots, forbid))
+    return Band(lo, width, tuple(chunks))
+
+
+def _group(pattern: Pattern, h: int, rows: Tensor, cols: Tensor, full_blocks: Tensor, n: int, block: int) -> BlockGroup:
     offsets = torch.arange(block, device=rows.device)
     q_pos = rows[:, None] * block + offsets  # [R, block]
-    kv_pos = (cols[:, :, None] * block + offsets).flatten(1)  # [R, S * block]
-    # Positions past N (the last block's padding) are clamped for table-based predicates, then masked.
-    q_in, kv_in = q_pos.clamp(max=n - 1), kv_pos.clamp(max=n - 1)
-    allowed = pattern.mask_mod(0, h, q_in[:, :, None], kv_in[:, None, :]) & (kv_pos < n)[:, None, :]
-    bias = torch.zeros(allowed.shape, dtype=dtype, device=rows.device).masked_fill_(~allowed, float("-inf"))
-    return BlockGroup(rows=rows, cols=cols, bias=bias, kv_pos=kv_pos)
+    kv_pos = (cols[:, :, None] * block + offsets).flatten(1)  # [R, S · block]
+    forbid = None
+    if not bool(full_blocks[rows[:, None], cols].all()):
+        forbid = ~_allowed(pattern, h, q_pos, kv_pos, n)
+    return BlockGroup(rows=rows, cols=cols, forbid=forbid, kv_pos=kv_pos)
+
+
+def _allowed(pattern: Pattern, h: int, q_pos: Tensor, kv_pos: Tensor, n: int) -> Tensor:
+    """[R, block, L] bool from q_pos [R, block], kv_pos [R, L]; positions outside [0, n) are not allowed."""
+    # Clamped so table-based predicates can index; the out-of-range positions are masked after.
+    q_in, kv_in = q_pos.clamp(0, n - 1), kv_pos.clamp(0, n - 1)
+    allowed = pattern.mask_mod(0, h, q_in[:, :, None], kv_in[:, None, :])
+    return allowed & ((kv_pos >= 0) & (kv_pos < n))[:, None, :]

@@ -17,7 +17,7 @@ from attnzoo.core.info import MechanismInfo
 from attnzoo.core.masks import Pattern, or_masks, per_head
 from attnzoo.sparse.attention import Backend, sparse_attention
 from attnzoo.sparse.core import KernelOptions, PatternCore
-from attnzoo.sparse.global_tokens import global_pattern
+from attnzoo.sparse.global_tokens import check_global_idx, global_pattern
 from attnzoo.sparse.strided import strided_pattern
 
 
@@ -35,7 +35,7 @@ def longformer_pattern(window: int, dilation: tuple[int, ...], global_idx: tuple
         raise ValueError("longformer: dilation needs at least one value, e.g. (1,) for no dilation")
     for d in dilation:
         check_int(d, "dilation", minimum=1, where="longformer")
-    glob = global_pattern(global_idx, n, 0, device) if global_idx else None
+    glob = global_pattern(check_global_idx(global_idx, n, "longformer"), n, 0, device) if global_idx else None
     per_dilation = {d: or_masks(strided_pattern(d, window), *([glob] if glob else [])) for d in set(dilation)}
     if len(per_dilation) == 1:
         return next(iter(per_dilation.values()))
