@@ -26,7 +26,9 @@ def check_qkv(q: Tensor, k: Tensor, v: Tensor, where: str) -> None:
             f"v {tuple(v.shape)} (self-attention: keys and values come from the same sequence)"
         )
     if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"{where}: q and k need the same head dim D, got {q.shape[-1]} and {k.shape[-1]}")
+        raise ValueError(
+            f"{where}: q and k need the same head dim D, got {q.shape[-1]} and {k.shape[-1]}; project them to one size"
+        )
     if not (q.dtype == k.dtype == v.dtype):
         raise ValueError(f"{where}: q, k, v dtypes differ ({q.dtype}, {k.dtype}, {v.dtype}); cast them to one dtype")
     if not (q.device == k.device == v.device):
@@ -61,6 +63,19 @@ def resolve_scale(scale: float | None, d: int, where: str) -> float:
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
         raise ValueError(f"{where}: scale must be a finite float or None (1/sqrt(D)), got {scale!r}")
     return float(scale)
+
+
+def as_int_tuple(value, name: str, where: str) -> tuple[int, ...]:
+    """An int or a sequence of ints as a tuple of ints (CLI and JSON give lists or scalars)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value,)
+    try:
+        out = tuple(value)
+    except TypeError:
+        raise ValueError(f"{where}: {name} must be an int or a sequence of ints, got {value!r}") from None
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in out):
+        raise ValueError(f"{where}: {name} must hold ints, got {value!r}")
+    return out
 
 
 def check_int(value, name: str, *, minimum: int, where: str) -> None:

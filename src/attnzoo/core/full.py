@@ -56,11 +56,11 @@ def full_attention(
     scale = resolve_scale(scale, q.shape[-1], "full_attention")
     n = q.shape[2]
     if return_weights:
-        allowed = visible_keys(mask, _causal_dense(n, q.device) if causal else None, n, q.device)
+        allowed = visible_keys(mask, _causal_dense(n, q.device) if causal else None)
         return reference_attention(q, k, v, allowed=allowed, scale=scale, dropout_p=dropout_p, return_weights=True)
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal, scale=scale)
-    allowed = visible_keys(mask, _causal_dense(n, q.device) if causal else None, n, q.device)
+    allowed = visible_keys(mask, _causal_dense(n, q.device) if causal else None)
     has_key = allowed.any(dim=-1, keepdim=True)  # [B, 1, N or 1, 1]
     allowed = allowed | ~has_key
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p, scale=scale)
@@ -90,6 +90,8 @@ def additive_attention(
         time so memory stays O(chunk · N · E). Time is O(N² E): this is a reference mechanism.
     """
     check_qkv(q, k, v, "additive_attention")
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"additive_attention: chunk must be a positive int (queries per step), got {chunk!r}")
     check_mask(mask, q, "additive_attention")
     check_dropout(dropout_p, "additive_attention")
     n = q.shape[2]
@@ -102,7 +104,7 @@ def additive_attention(
         ],
         dim=2,
     )
-    allowed = visible_keys(mask, _causal_dense(n, q.device) if causal else None, n, q.device)
+    allowed = visible_keys(mask, _causal_dense(n, q.device) if causal else None)
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
     weights = safe_softmax(scores)
@@ -120,7 +122,7 @@ class Full(nn.Module):
 
     info = MechanismInfo(
         paper="Vaswani et al. 2017, arxiv.org/abs/1706.03762 (additive: Bahdanau et al. 2015)",
-        complexity="O(N² D) time, O(N) memory (SDPA flash on CPU/GPU); additive O(N² E)",
+        complexity="O(N² D) time; O(N) memory through SDPA (O(N²) bool mask with causal + padding); additive O(N² E)",
         causal=True,
         mask=True,
     )
@@ -131,6 +133,8 @@ class Full(nn.Module):
             raise ValueError(f"full: score must be 'dot' or 'additive', got {config.score!r}")
         check_dropout(config.dropout_p, "full")
         resolve_scale(config.scale, head_dim, "full")
+        if config.score == "additive" and config.scale is not None:
+            raise ValueError("full: scale applies to dot-product scores only; drop scale= or use score='dot'")
         self.config, self.causal = config, causal
         if config.score == "additive":
             self.w_q = nn.Parameter(torch.randn(heads, head_dim, head_dim) / head_dim**0.5)
@@ -142,3 +146,8 @@ class Full(nn.Module):
         if self.config.score == "additive":
             return additive_attention(q, k, v, self.w_q, self.w_k, self.w_out, mask=mask, causal=self.causal, dropout_p=p)
         return full_attention(q, k, v, mask=mask, causal=self.causal, scale=self.config.scale, dropout_p=p)
+
+    def computed_pairs(self, n: int) -> Tensor:
+        """Bool [1, N, N]: every pair (the lower triangle if causal)."""
+        pairs = torch.ones(1, n, n, dtype=torch.bool)
+        return pairs.tril() if self.causal else pairs

@@ -37,6 +37,8 @@ class Pattern:
     Note:
         ``block_mod`` must never answer any=False for a block holding an allowed pair, nor
         all=True for a block holding a forbidden pair; it may be conservative the other way.
+        A pattern that differs per head must say so through ``heads`` (see ``per_head``):
+        kernels build one layout per distinct head pattern and evaluate others at h = 0.
     """
 
     mask_mod: MaskMod
@@ -85,7 +87,7 @@ def difference_band(lo: float, hi: float, name: str) -> Pattern:
 causal = difference_band(0, float("inf"), "causal")
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=128)
 def or_masks(*patterns: Pattern) -> Pattern:
     """Union: a pair is allowed if any pattern allows it."""
     _check_patterns(patterns, "or_masks")
@@ -108,7 +110,7 @@ def or_masks(*patterns: Pattern) -> Pattern:
     return Pattern(mask_mod, block_mod, " | ".join(p.name for p in patterns), _combine_heads(or_masks, patterns))
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=128)
 def and_masks(*patterns: Pattern) -> Pattern:
     """Intersection: a pair is allowed if every pattern allows it."""
     _check_patterns(patterns, "and_masks")
@@ -148,6 +150,12 @@ def per_head(patterns: tuple[Pattern, ...], name: str = "heads") -> Pattern:
     def block_mod(h, q_lo, q_hi, kv_lo, kv_hi):
         return patterns[h].block_mod(h, q_lo, q_hi, kv_lo, kv_hi)
 
+    for p in patterns:
+        if p.heads is not None and len(p.heads) != len(patterns):
+            raise ValueError(
+                f"per_head: pattern {p.name!r} is itself per-head with {len(p.heads)} heads inside {len(patterns)} heads; "
+                "give one single-head pattern per head (e.g. one dilation per longformer head)"
+            )
     flat = tuple(p.heads[i] if p.heads is not None else p for i, p in enumerate(patterns))
     return Pattern(mask_mod, block_mod, name, flat)
 
@@ -158,7 +166,9 @@ def _combine_heads(combine, patterns: tuple[Pattern, ...]) -> tuple[Pattern, ...
     if not sizes:
         return None
     if len(sizes) > 1:
-        raise ValueError(f"cannot combine per-head patterns with different head counts {sorted(sizes)}")
+        raise ValueError(
+            f"cannot combine per-head patterns with different head counts {sorted(sizes)}; build every part for the same number of heads"
+        )
     (n_heads,) = sizes
     return tuple(
         combine(*(p.heads[i] if p.heads is not None else p for p in patterns)) for i in range(n_heads)
@@ -199,7 +209,7 @@ def _check_head_count(pattern: Pattern, heads: int) -> None:
         )
 
 
-def visible_keys(mask: Tensor | None, allowed: Tensor | None, n: int, device) -> Tensor | None:
+def visible_keys(mask: Tensor | None, allowed: Tensor | None) -> Tensor | None:
     """Combine a [B, N] padding mask with an allowed [.., N, N] pattern into [B or 1, H or 1, N, N]."""
     out = None if allowed is None else allowed.reshape((1,) * (4 - allowed.dim()) + allowed.shape)
     if mask is not None:

@@ -4,8 +4,8 @@ b batch, h heads, n positions, d head dim.
 
 Backends:
     "blocked": attnzoo's blocked kernel (any device, forward and backward).
-    "flex":    compiled FlexAttention with a BlockMask from the same layout (CUDA forward and
-               backward; CPU forward only, compiled).
+    "flex":    compiled FlexAttention with a BlockMask from the pattern's layout at block 128
+               (CUDA forward and backward; CPU forward only, compiled). ``block`` is ignored.
     "dense":   the masked reference, O(N²): for tests and pictures.
     "auto":    flex on CUDA, blocked everywhere else.
 """
@@ -20,7 +20,7 @@ from torch import Tensor
 from attnzoo.core.checks import check_dropout, check_int, check_mask, check_qkv, resolve_scale
 from attnzoo.core.masks import Pattern, and_masks, causal as causal_pattern, materialize_heads, visible_keys
 from attnzoo.core.reference import reference_attention
-from attnzoo.sparse.flex import flex_available, flex_sparse_attention
+from attnzoo.sparse.flex import FLEX_BLOCK, flex_available, flex_sparse_attention
 from attnzoo.sparse.kernel import blocked_attention
 from attnzoo.sparse.layout import build_layout
 
@@ -46,6 +46,11 @@ def sparse_attention(
     Equivalent to: softmax(q @ kᵀ · scale where pattern(i, j) and mask[j] (and j <= i if
     causal), else -inf) @ v, with zeros for a query that sees no key.
     """
+    if not isinstance(pattern, Pattern):
+        raise ValueError(
+            f"sparse_attention needs an attnzoo Pattern (mask_mod + block structure), got {type(pattern).__name__}; "
+            "build one with attnzoo.core.masks (difference_band, residue, position_rows, block_table, ...) or Pattern(mask_mod, block_mod)"
+        )
     where = f"sparse attention ({pattern.name})"
     check_qkv(q, k, v, where)
     check_mask(mask, q, where)
@@ -54,18 +59,20 @@ def sparse_attention(
     scale = resolve_scale(scale, q.shape[-1], where)
     if causal:
         pattern = and_masks(pattern, causal_pattern)
-    backend = _choose_backend(backend, q, dropout_p, where)
+    backend = _choose_backend(backend, q, k, v, dropout_p, where)
     n, heads = q.shape[2], q.shape[1]
     if backend == "dense":
-        allowed = visible_keys(mask, materialize_heads(pattern, n, heads, device=q.device), n, q.device)
+        allowed = visible_keys(mask, materialize_heads(pattern, n, heads, device=q.device))
         return reference_attention(q, k, v, allowed=allowed, scale=scale, dropout_p=dropout_p)
-    layout = build_layout(pattern, n, block, heads, q.device)
     if backend == "flex":
+        # FlexAttention's kernels want their own block size; the layout is built for it.
+        layout = build_layout(pattern, n, FLEX_BLOCK, heads, q.device)
         return flex_sparse_attention(q, k, v, layout, pattern, key_valid=mask, scale=scale)
+    layout = build_layout(pattern, n, block, heads, q.device)
     return blocked_attention(q, k, v, layout, key_valid=mask, scale=scale, dropout_p=dropout_p)
 
 
-def _choose_backend(backend: str, q: Tensor, dropout_p: float, where: str) -> str:
+def _choose_backend(backend: str, q: Tensor, k: Tensor, v: Tensor, dropout_p: float, where: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"{where}: backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
@@ -75,7 +82,7 @@ def _choose_backend(backend: str, q: Tensor, dropout_p: float, where: str) -> st
             raise ValueError(f"{where}: this torch ({torch.__version__}) has no FlexAttention; use backend='blocked'")
         if dropout_p:
             raise ValueError(f"{where}: FlexAttention has no attention dropout; use backend='blocked' or dropout_p=0")
-        if not q.is_cuda and torch.is_grad_enabled() and q.requires_grad:
+        if not q.is_cuda and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
             raise ValueError(
                 f"{where}: FlexAttention has no backward on {q.device.type}; use backend='blocked' for training "
                 "or run under torch.no_grad()"

@@ -39,7 +39,7 @@ def bigbird_table(n_blocks: int, window_blocks: int, global_blocks: int, num_ran
     return fixed | random_blocks(n_blocks, num_random, seed, causal=causal, exclude=fixed)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=64, typed=True)
 def bigbird_pattern(n: int, block_size: int, window_blocks: int, global_blocks: int, random_blocks_: int, seed: int, causal: bool = False, device=None) -> Pattern:
     check_int(block_size, "block_size", minimum=1, where="bigbird")
     check_int(window_blocks, "window_blocks", minimum=1, where="bigbird")

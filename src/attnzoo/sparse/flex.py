@@ -15,6 +15,8 @@ from torch import Tensor
 from attnzoo.core.masks import Pattern
 from attnzoo.sparse.layout import BlockLayout
 
+FLEX_BLOCK = 128  # flex_attention's default sparse block size; its kernels tile by it
+
 
 def flex_available() -> bool:
     try:
@@ -46,8 +48,10 @@ def block_mask_from_layout(layout: BlockLayout, pattern: Pattern, num_heads: int
     full_num, full_idx = _ordered(full_blocks)
 
     def mask_mod(b, h, q_idx, kv_idx_):
-        allowed = pattern.mask_mod(b, h, q_idx, kv_idx_) & (kv_idx_ < n)
-        return allowed & key_valid[b, kv_idx_] if key_valid is not None else allowed
+        # Clamp so table-based predicates never index past N (the kernel may visit a ragged tail).
+        q_in, kv_in = q_idx.clamp(max=n - 1), kv_idx_.clamp(max=n - 1)
+        allowed = pattern.mask_mod(b, h, q_in, kv_in) & (kv_idx_ < n)
+        return allowed & key_valid[b, kv_in] if key_valid is not None else allowed
 
     return BlockMask.from_kv_blocks(
         kv_num[None], kv_idx[None], full_num[None], full_idx[None], BLOCK_SIZE=block, mask_mod=mask_mod, seq_lengths=(n, n)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from attnzoo.core.checks import check_int
+from attnzoo.core.checks import as_int_tuple, check_int
 from attnzoo.core.info import MechanismInfo
 from attnzoo.core.masks import Pattern, difference_band, or_masks, position_columns, position_rows
 from attnzoo.sparse.attention import Backend, sparse_attention
@@ -41,7 +41,7 @@ def check_global_idx(global_idx, n: int, where: str) -> tuple[int, ...]:
     return tuple(sorted({i % n for i in idx}))
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=64, typed=True)
 def global_pattern(global_idx: tuple[int, ...], n: int, window: int = 0, device: torch.device | None = None) -> Pattern:
     """Rows and columns of ``global_idx`` plus the band |q_idx - kv_idx| <= window."""
     check_int(window, "window", minimum=0, where="global")
@@ -72,7 +72,7 @@ def global_attention(
     (and j <= i if causal: a global key is visible from its position on).
     """
     n = q.shape[2]
-    pattern = global_pattern(tuple(global_idx), n, window, q.device)
+    pattern = global_pattern(as_int_tuple(global_idx, "global_idx", "global"), n, window, q.device)
     return sparse_attention(q, k, v, pattern, mask=mask, causal=causal, scale=scale, dropout_p=dropout_p, backend=backend, block=block)
 
 
@@ -90,7 +90,8 @@ class Global(PatternCore):
         super().__init__(config, heads=heads, head_dim=head_dim, **kw)
         check_int(config.num_tokens, "num_tokens", minimum=0, where="global")
         check_int(config.window, "window", minimum=0, where="global")
-        if not config.global_idx and not config.num_tokens:
+        self.global_idx = as_int_tuple(config.global_idx, "global_idx", "global")
+        if not self.global_idx and not config.num_tokens:
             raise ValueError("global: give global_idx positions or num_tokens > 0 learned tokens (both are empty)")
         g = config.num_tokens
         self.tokens = nn.Parameter(torch.randn(3, heads, g, head_dim) * head_dim**-0.5) if g else None
@@ -98,7 +99,7 @@ class Global(PatternCore):
     def pattern(self, n, heads, device):
         g = self.config.num_tokens
         # Learned tokens sit at positions 0..g-1; in-sequence positions shift by g.
-        real = check_global_idx(self.config.global_idx, n - g, "global") if n > g else ()
+        real = check_global_idx(self.global_idx, n - g, "global") if n > g else ()
         return global_pattern(tuple(range(g)) + tuple(i + g for i in real), n, self.config.window, device)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:

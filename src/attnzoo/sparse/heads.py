@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 from dataclasses import dataclass, fields
 
 from torch import Tensor
 
+from attnzoo.core.checks import as_int_tuple
 from attnzoo.core.info import MechanismInfo
 from attnzoo.core.masks import Pattern, per_head
 from attnzoo.sparse.attention import Backend, sparse_attention
@@ -51,7 +53,7 @@ def parse_head_spec(spec) -> tuple[str, dict]:
     elif isinstance(spec, str):
         name, _, rest = spec.partition(":")
         opts = {}
-        for item in filter(None, rest.split(",")):
+        for item in filter(None, re.split(r",(?=\s*\w+\s*=)", rest)):  # commas before key=, not inside (1,2)
             key, eq, value = item.partition("=")
             if not eq:
                 raise ValueError(f"heads: option {item!r} in {spec!r} must look like key=value")
@@ -84,15 +86,18 @@ class Heads(PatternCore):
 
     def __init__(self, config: HeadsConfig, *, heads: int, head_dim: int, causal: bool, max_len: int | None):
         super().__init__(config, heads=heads, head_dim=head_dim, causal=causal, max_len=max_len)
-        if not config.patterns:
+        specs = (config.patterns,) if isinstance(config.patterns, (str, dict)) else tuple(config.patterns)
+        if not specs:
             raise ValueError("heads: give at least one head pattern, e.g. patterns=('local:window=16', 'strided:stride=8')")
-        if len(config.patterns) > heads:
-            raise ValueError(f"heads: {len(config.patterns)} patterns for {heads} heads; give at most one per head")
+        if len(specs) > heads:
+            raise ValueError(f"heads: {len(specs)} patterns for {heads} heads; give at most one per head")
         cores = []
-        for spec in config.patterns:
+        for spec in specs:
             name, opts = parse_head_spec(spec)
             if name == "global" and opts.get("num_tokens"):
                 raise ValueError("heads: learned global tokens change the sequence length; use in-sequence global_idx per head")
+            if name == "longformer" and len(as_int_tuple(opts.get("dilation", (1,)), "dilation", "heads")) > 1:
+                raise ValueError("heads: one dilation per longformer head spec, e.g. ('longformer:dilation=1', 'longformer:dilation=2')")
             cfg_cls, core_cls = HEAD_PATTERNS[name]
             cores.append(core_cls(cfg_cls(**opts), heads=1, head_dim=head_dim, causal=causal, max_len=max_len))
         self.cores = cores  # plain list: they hold no parameters
@@ -101,7 +106,7 @@ class Heads(PatternCore):
         return heads_pattern(tuple(self.cores[h % len(self.cores)].pattern(n, 1, device) for h in range(heads)))
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=64, typed=True)
 def heads_pattern(patterns: tuple[Pattern, ...]) -> Pattern:
     return per_head(patterns, "heads(" + ", ".join(p.name for p in patterns) + ")")
 

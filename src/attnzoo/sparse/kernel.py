@@ -22,6 +22,7 @@ import zlib
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from attnzoo.sparse.layout import Band, BlockGroup, BlockLayout
 
@@ -36,7 +37,15 @@ def blocked_attention(
 
     Equivalent to: reference_attention(q, k, v, allowed=pattern & key_valid, scale=scale), with
     zeros for a query that sees no key.
+
+    Note:
+        float16 / bfloat16 inputs are computed in float32 (statistics, accumulators) and the
+        output cast back. Backward is once-differentiable (no double backward).
     """
+    if q.dtype in (torch.float16, torch.bfloat16):
+        # Scores, softmax statistics and the dk/dv accumulators need float32: compute there, return q.dtype.
+        out = blocked_attention(q.float(), k.float(), v.float(), layout, key_valid=key_valid, scale=scale, dropout_p=dropout_p)
+        return out.to(q.dtype)
     n, block = q.shape[2], layout.block
     pad = layout.n_blocks * block - n
     if pad:
@@ -70,6 +79,7 @@ class _BlockedAttention(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         q, k, v, key_bias, out, lse = ctx.saved_tensors
         layout, scale, dropout_p, seed, block = ctx.layout, ctx.scale, ctx.dropout_p, ctx.seed, ctx.layout.block
@@ -121,11 +131,13 @@ def _windows(t: Tensor, r0: int, r1: int, band: Band, block: int) -> Tensor:
 
 def _band_scores(q_rows, k_win, chunk, key_win) -> Tensor:
     s = torch.bmm(q_rows, k_win.transpose(1, 2))  # [R, block, width · block]
-    if chunk.forbid is not None:
+    if chunk.mask is not None:
         block = q_rows.shape[1]
+        q_pos = torch.arange(chunk.r0 * block, chunk.r1 * block, device=s.device).view(-1, block)
+        forbid = chunk.mask.forbid(q_pos, chunk.kv_pos)
         by_slot = s.view(s.shape[0], block, -1, block)
         for i, slot in enumerate(chunk.slots):
-            by_slot[:, :, slot].masked_fill_(chunk.forbid[:, :, i * block : (i + 1) * block], float("-inf"))
+            by_slot[:, :, slot].masked_fill_(forbid[:, :, i * block : (i + 1) * block], float("-inf"))
     if key_win is not None:
         s.add_(key_win[:, None, :])
     return s
@@ -192,9 +204,9 @@ def _group_chunks(group: BlockGroup, b: int, h: int, block: int):
 
 
 def _group_scores(q_sel, k_sel, group: BlockGroup, chunk: slice, key_bias) -> Tensor:
-    s = q_sel @ k_sel.transpose(-1, -2)  # [B, h, R, block, S · block]
-    if group.forbid is not None:
-        s.masked_fill_(group.forbid[chunk], float("-inf"))
+    s = _rows_mm(q_sel, k_sel.transpose(-1, -2))  # [B, h, R, block, S · block]
+    if group.mask is not None:
+        s.masked_fill_(group.mask.forbid(group.q_pos(chunk, s.shape[-2]), group.kv_pos[chunk], chunk), float("-inf"))
     if key_bias is not None:
         s.add_(key_bias[:, group.kv_pos[chunk]][:, None, :, None, :])
     return s
@@ -203,12 +215,15 @@ def _group_scores(q_sel, k_sel, group: BlockGroup, chunk: slice, key_bias) -> Te
 def _group_forward(qs, k, v, key_bias, group: BlockGroup, heads, block, out, lse, dropout_p, seed, tag):
     sel = _heads(heads, qs.shape[1])
     qb, kb, vb = (_blocks(t, sel, block) for t in (qs, k, v))
+    if group.shared:  # the same key blocks for every row: gather them once
+        k_shared, v_shared = _gather(kb, group.cols[:1]), _gather(vb, group.cols[:1])  # [B, h, 1, S · block, D]
     for c, chunk in enumerate(_group_chunks(group, qs.shape[0], len(heads), block)):
         rows, cols = group.rows[chunk], group.cols[chunk]
-        p, total, lse_c = _softmax_parts(_group_scores(_gather(qb, rows), _gather(kb, cols), group, chunk, key_bias))
+        k_sel, v_sel = (k_shared, v_shared) if group.shared else (_gather(kb, cols), _gather(vb, cols))
+        p, total, lse_c = _softmax_parts(_group_scores(_gather(qb, rows), k_sel, group, chunk, key_bias))
         if dropout_p:
             p = p * _keep(p, _generator(seed, ("group", tag, c), p.device), dropout_p)
-        o = (p @ _gather(vb, cols)).div_(total)  # [B, h, R, block, D]
+        o = _rows_mm(p, v_sel).div_(total)  # [B, h, R, block, D]
         # Merge with what the band (or nothing) already wrote for these rows, by log-sum-exp.
         o_prev, lse_prev = _take(out, sel, rows, block), _take(lse, sel, rows, block)
         lse_new = torch.logaddexp2(lse_prev, lse_c)
@@ -225,26 +240,40 @@ def _group_backward(qs, k, v, key_bias, grad_out, lse, delta, group: BlockGroup,
     qb, kb, vb, gb = (_blocks(t, sel, block) for t in (qs, k, v, grad_out))
     lse_b, delta_b = _blocks(lse, sel, block), _blocks(delta, sel, block)
     for c, chunk in enumerate(_group_chunks(group, qs.shape[0], len(heads), block)):
-        rows, cols = group.rows[chunk], group.cols[chunk]
+        rows = group.rows[chunk]
+        cols = group.cols[:1] if group.shared else group.cols[chunk]  # shared: one row of key blocks for all
         q_sel, do = _gather(qb, rows), _gather(gb, rows)
         k_sel, v_sel = _gather(kb, cols), _gather(vb, cols)
         p = _group_scores(q_sel, k_sel, group, chunk, key_bias)
         p.sub_(_gather(lse_b, rows)[..., None]).exp2_()  # [B, h, R, block, S · block]
-        dp = do @ v_sel.transpose(-1, -2)
+        dp = _rows_mm(do, v_sel.transpose(-1, -2))
         p_used = p
         if dropout_p:
             keep = _keep(p, _generator(seed, ("group", tag, c), p.device), dropout_p)
             p_used = p * keep
             dp.mul_(keep)
-        dv_sel = p_used.transpose(-1, -2) @ do  # [B, h, R, S · block, D]
         ds = dp.sub_(_gather(delta_b, rows)[..., None]).mul_(p)
-        _put(dq, sel, rows, _take(dq, sel, rows, block) + ds @ k_sel, block)
-        _add(dk, sel, cols, ds.transpose(-1, -2) @ q_sel, block)
-        _add(dv, sel, cols, dv_sel, block)
+        _put(dq, sel, rows, _take(dq, sel, rows, block) + _rows_mm(ds, k_sel), block)
+        _add(dk, sel, cols, _rows_tmm(ds, q_sel, group.shared), block)
+        _add(dv, sel, cols, _rows_tmm(p_used, do, group.shared), block)
 
 
 # ----------------------------------------------------------------------------------------------
 # Shared pieces.
+
+
+def _rows_mm(x: Tensor, y: Tensor) -> Tensor:
+    """x [B, h, R, i, L] @ y [B, h, R or 1, L, D]; a shared y (R = 1) is one matmul over all R · i rows, no copies."""
+    if y.shape[2] == 1 and x.shape[2] != 1:
+        return (x.flatten(2, 3) @ y[:, :, 0]).unflatten(2, (x.shape[2], x.shape[3]))
+    return x @ y
+
+
+def _rows_tmm(x: Tensor, y: Tensor, shared: bool) -> Tensor:
+    """xᵀ @ y per row [B, h, R, L, D]; shared: summed over rows in one matmul, [B, h, 1, L, D]."""
+    if shared:
+        return (x.flatten(2, 3).transpose(-1, -2) @ y.flatten(2, 3))[:, :, None]
+    return x.transpose(-1, -2) @ y
 
 
 def _softmax_parts(s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -291,7 +320,12 @@ def _gather(blocks: Tensor, idx: Tensor) -> Tensor:
 
 
 def _take(t: Tensor, heads, rows: Tensor, block: int) -> Tensor:
-    return _gather(_blocks(t, heads, block), rows)
+    """t[:, heads, rows] on the blocked view, copying only those rows."""
+    view = t.unflatten(2, (-1, block))
+    if heads is None:
+        return view.index_select(2, rows)
+    idx = torch.tensor(heads, device=t.device)
+    return view[:, idx[:, None], rows[None, :]]
 
 
 def _put(dst: Tensor, heads, rows: Tensor, src: Tensor, block: int) -> None:

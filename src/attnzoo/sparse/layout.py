@@ -27,16 +27,36 @@ from attnzoo.core.masks import Pattern, _check_head_count
 
 _GRID_ROWS = 256  # query-block rows of the block grid evaluated at once (bounds layout-building memory)
 BAND_ELEMENTS = 1 << 21  # scores per band chunk and (batch, head): 8 MB in float32
+# Partial-block masks are stored while they fit this budget per head layout; past it (patterns that touch
+# ~every block, e.g. unbounded strides) they are recomputed from mask_mod per chunk, keeping memory linear.
+FORBID_BYTES = 256 << 20
+
+
+@dataclass(frozen=True, eq=False)
+class Mask:
+    """Where to get a partial-block mask: stored, or recomputed from the pattern (when storing would not fit)."""
+
+    pattern: Pattern
+    h: int
+    n: int
+    stored: Tensor | None = None  # [R, block, L] bool, True = forbidden
+
+    def forbid(self, q_pos: Tensor, kv_pos: Tensor, rows: slice | None = None) -> Tensor:
+        """[R, block, L] bool for q_pos [R, block], kv_pos [R, L] (``rows`` selects from the stored mask)."""
+        if self.stored is not None:
+            return self.stored if rows is None else self.stored[rows]
+        return ~_allowed(self.pattern, self.h, q_pos, kv_pos, self.n)
 
 
 @dataclass(frozen=True, eq=False)
 class BandChunk:
-    """Query blocks r0..r1-1 of the band; ``forbid`` masks only the band slots that are partial here."""
+    """Query blocks r0..r1-1 of the band; ``mask`` covers only the band slots that are partial here."""
 
     r0: int
     r1: int
     slots: tuple[int, ...]  # band slots (0..width-1) holding a forbidden pair for some row of the chunk
-    forbid: Tensor | None  # [r1 - r0, block, len(slots) · block] bool, True = forbidden
+    mask: Mask | None  # None when every slot is full
+    kv_pos: Tensor | None  # [r1 - r0, len(slots) · block] key positions of those slots
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,8 +72,12 @@ class BlockGroup:
 
     rows: Tensor  # [R] query-block indices
     cols: Tensor  # [R, S] key-block indices
-    forbid: Tensor | None  # [R, block, S · block] bool, True = forbidden; None if every pair is allowed
+    mask: Mask | None  # forbidden pairs of the gathered slots; None if every pair is allowed
     kv_pos: Tensor  # [R, S · block] key positions of the gathered slots
+    shared: bool  # every row touches the same key blocks (global columns): one matmul over all rows
+
+    def q_pos(self, chunk: slice, block: int) -> Tensor:
+        return self.rows[chunk][:, None] * block + torch.arange(block, device=self.rows.device)
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,7 +116,7 @@ class BlockLayout:
         )
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)
 def build_layout(pattern: Pattern, n: int, block: int, num_heads: int, device: torch.device) -> BlockLayout:
     """Layout of ``pattern`` at length ``n`` (cached; patterns come from cached factories)."""
     _check_head_count(pattern, num_heads)
@@ -117,6 +141,9 @@ def _head_layout(pattern: Pattern, heads, h: int, n: int, block: int, device) ->
         for o in range(band[0], band[0] + band[1]):
             ok = (r + o >= 0) & (r + o < nb)
             rest[r[ok], r[ok] + o] = False
+    # Store partial-block masks only if they fit the budget (one byte per (query, key) pair of partial blocks).
+    partial_pairs = int((any_blocks & ~full_blocks).sum()) * block * block
+    store = partial_pairs <= FORBID_BYTES
     counts = rest.sum(dim=1)
     groups = []
     for count in torch.unique(counts).tolist():
@@ -124,8 +151,8 @@ def _head_layout(pattern: Pattern, heads, h: int, n: int, block: int, device) ->
             continue  # no further key blocks: the band (or nothing) covers these rows
         rows = torch.nonzero(counts == count).flatten()
         cols = torch.nonzero(rest[rows])[:, 1].reshape(len(rows), count)
-        groups.append(_group(pattern, h, rows, cols, full_blocks, n, block))
-    band_obj = _band_chunks(pattern, h, band, full_blocks, n, block, device) if band is not None else None
+        groups.append(_group(pattern, h, rows, cols, full_blocks, n, block, store))
+    band_obj = _band_chunks(pattern, h, band, full_blocks, n, block, device, store) if band is not None else None
     return HeadLayout(heads, band_obj, tuple(groups), any_blocks, full_blocks)
 
 
@@ -148,11 +175,16 @@ def _block_grid(pattern: Pattern, h: int, n: int, block: int, device) -> tuple[T
 
 
 def _band(any_blocks: Tensor) -> tuple[int, int] | None:
-    """(lo, width): the widest run of offsets around 0 that every query block touches, or None."""
+    """(lo, width): the run of offsets around 0 that every query block touches, or None.
+
+    An offset o leaves |o| of the nb rows' windows outside the sequence (padding the kernel computes),
+    so the band stops at |o| > nb / 4; what it leaves out goes to the gathered groups.
+    """
     nb = any_blocks.shape[0]
+    reach = max(1, nb // 4)
 
     def full_offset(o: int) -> bool:
-        return bool(torch.diagonal(any_blocks, offset=o).all()) if -nb < o < nb else False
+        return abs(o) <= reach and -nb < o < nb and bool(torch.diagonal(any_blocks, offset=o).all())
 
     if not full_offset(0):
         return None
@@ -164,7 +196,7 @@ def _band(any_blocks: Tensor) -> tuple[int, int] | None:
     return lo, hi - lo + 1
 
 
-def _band_chunks(pattern: Pattern, h: int, band: tuple[int, int], full_blocks: Tensor, n: int, block: int, device) -> Band:
+def _band_chunks(pattern: Pattern, h: int, band: tuple[int, int], full_blocks: Tensor, n: int, block: int, device, store: bool) -> Band:
     lo, width = band
     nb = full_blocks.shape[0]
     r = torch.arange(nb, device=device)
@@ -173,28 +205,31 @@ def _band_chunks(pattern: Pattern, h: int, band: tuple[int, int], full_blocks: T
     full = torch.zeros(nb, width, dtype=torch.bool, device=device)
     full[inside] = full_blocks[r[:, None].expand(nb, width)[inside], cols[inside]]
     rows_per_chunk = max(1, BAND_ELEMENTS // (block * width * block))
+    offsets = torch.arange(block, device=device)
     chunks = []
     for r0 in range(0, nb, rows_per_chunk):
         r1 = min(r0 + rows_per_chunk, nb)
         slots = tuple(torch.nonzero(~full[r0:r1].all(dim=0)).flatten().tolist())
-        forbid = None
+        mask = kv_pos = None
         if slots:
-            slot_cols = cols[r0:r1][:, list(slots)]  # [R, P]
-            q_pos = torch.arange(r0 * block, r1 * block, device=device).view(r1 - r0, block)
-            kv_pos = (slot_cols[:, :, None] * block + torch.arange(block, device=device)).flatten(1)
-            forbid = ~_allowed(pattern, h, q_pos, kv_pos, n)
-        chunks.append(BandChunk(r0, r1, slots, forbid))
+            kv_pos = (cols[r0:r1][:, list(slots), None] * block + offsets).flatten(1)  # [R, P · block]
+            mask = Mask(pattern, h, n)
+            if store:
+                q_pos = r[r0:r1, None] * block + offsets
+                mask = Mask(pattern, h, n, ~_allowed(pattern, h, q_pos, kv_pos, n))
+        chunks.append(BandChunk(r0, r1, slots, mask, kv_pos))
     return Band(lo, width, tuple(chunks))
 
 
-def _group(pattern: Pattern, h: int, rows: Tensor, cols: Tensor, full_blocks: Tensor, n: int, block: int) -> BlockGroup:
+def _group(pattern: Pattern, h: int, rows: Tensor, cols: Tensor, full_blocks: Tensor, n: int, block: int, store: bool) -> BlockGroup:
     offsets = torch.arange(block, device=rows.device)
-    q_pos = rows[:, None] * block + offsets  # [R, block]
     kv_pos = (cols[:, :, None] * block + offsets).flatten(1)  # [R, S · block]
-    forbid = None
+    mask = None
     if not bool(full_blocks[rows[:, None], cols].all()):
-        forbid = ~_allowed(pattern, h, q_pos, kv_pos, n)
-    return BlockGroup(rows=rows, cols=cols, forbid=forbid, kv_pos=kv_pos)
+        mask = Mask(pattern, h, n)
+        if store:
+            mask = Mask(pattern, h, n, ~_allowed(pattern, h, rows[:, None] * block + offsets, kv_pos, n))
+    return BlockGroup(rows=rows, cols=cols, mask=mask, kv_pos=kv_pos, shared=bool((cols == cols[:1]).all()))
 
 
 def _allowed(pattern: Pattern, h: int, q_pos: Tensor, kv_pos: Tensor, n: int) -> Tensor:

@@ -24,7 +24,7 @@ class LocalConfig(KernelOptions):
     window: int = 64  # keys on each side: |i - j| <= window (inclusive; the diagonal is always in)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=64, typed=True)
 def local_pattern(window: int) -> Pattern:
     """|q_idx - kv_idx| <= window."""
     check_int(window, "window", minimum=0, where="local")

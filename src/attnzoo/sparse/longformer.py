@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from attnzoo.core.checks import check_int
+from attnzoo.core.checks import as_int_tuple, check_int
 from attnzoo.core.info import MechanismInfo
 from attnzoo.core.masks import Pattern, or_masks, per_head
 from attnzoo.sparse.attention import Backend, sparse_attention
@@ -28,7 +28,7 @@ class LongformerConfig(KernelOptions):
     global_idx: tuple[int, ...] = (0,)  # global positions (e.g. the CLS token)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=64, typed=True)
 def longformer_pattern(window: int, dilation: tuple[int, ...], global_idx: tuple[int, ...], n: int, heads: int, device=None) -> Pattern:
     check_int(window, "window", minimum=0, where="longformer")
     if not dilation:
@@ -62,7 +62,8 @@ def longformer_attention(
     Equivalent to: per head h with d = dilation[h % len], full attention with scores -inf unless
     (|i - j| <= window·d and (i - j) % d == 0) or i ∈ G or j ∈ G (and j <= i if causal).
     """
-    pattern = longformer_pattern(window, tuple(dilation), tuple(global_idx), q.shape[2], q.shape[1], q.device)
+    dilation, global_idx = as_int_tuple(dilation, "dilation", "longformer"), as_int_tuple(global_idx, "global_idx", "longformer")
+    pattern = longformer_pattern(window, dilation, global_idx, q.shape[2], q.shape[1], q.device)
     return sparse_attention(q, k, v, pattern, mask=mask, causal=causal, scale=scale, dropout_p=dropout_p, backend=backend, block=block)
 
 
@@ -76,8 +77,9 @@ class Longformer(PatternCore):
 
     def __init__(self, config: LongformerConfig, **kw):
         super().__init__(config, **kw)
-        longformer_pattern(config.window, tuple(config.dilation), (), 1, self.heads)
+        self.dilation = as_int_tuple(config.dilation, "dilation", "longformer")
+        self.global_idx = as_int_tuple(config.global_idx, "global_idx", "longformer")
+        longformer_pattern(config.window, self.dilation, (), 1, self.heads)
 
     def pattern(self, n, heads, device):
-        c = self.config
-        return longformer_pattern(c.window, tuple(c.dilation), tuple(c.global_idx), n, heads, device)
+        return longformer_pattern(self.config.window, self.dilation, self.global_idx, n, heads, device)

@@ -46,7 +46,7 @@ def random_blocks(n_blocks: int, num_blocks: int, seed: int, *, causal: bool, ex
     return table
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=64, typed=True)
 def random_pattern(n: int, num_blocks: int, block_size: int, seed: int, causal: bool = False, device=None) -> Pattern:
     check_int(num_blocks, "num_blocks", minimum=0, where="random")
     check_int(block_size, "block_size", minimum=1, where="random")

@@ -29,7 +29,7 @@ class SparseTransformerConfig(KernelOptions):
     summary: int = 8  # c: summary positions at the end of each chunk (fixed mode)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=64, typed=True)
 def sparse_transformer_pattern(mode: str, stride: int, summary: int, n: int, device=None) -> Pattern:
     check_int(stride, "stride", minimum=1, where="sparse_transformer")
     if mode == "strided":

@@ -25,7 +25,7 @@ class StridedConfig(KernelOptions):
     window: int | None = None  # taps per side: |i - j| <= window · stride; None = unbounded
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=64, typed=True)
 def strided_pattern(stride: int, window: int | None = None) -> Pattern:
     """(q_idx - kv_idx) mod stride == 0 and |q_idx - kv_idx| <= window · stride."""
     check_int(stride, "stride", minimum=1, where="strided")

@@ -1,0 +1,118 @@
+"""The ``attnzoo`` command: list, show, bench."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from pathlib import Path
+
+import torch
+
+from attnzoo.registry import build, describe, list_mechanisms
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="attnzoo", description="Self-attention and its efficient variants, side by side.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="every mechanism: family, paper, complexity, causal / mask support")
+
+    show = sub.add_parser("show", help="draw which (query, key) pairs a mechanism computes (several names: side by side)")
+    show.add_argument("names", nargs="+", metavar="NAME")
+    show.add_argument("--n", type=int, default=64, help="sequence length to draw (default 64)")
+    show.add_argument("--heads", type=int, default=1)
+    show.add_argument("--causal", action="store_true")
+    show.add_argument("--out", type=Path, default=None, help="PNG path (default attnzoo-out/show-NAME.png)")
+    show.add_argument(
+        "--opt", action="append", default=[], metavar="[NAME.]KEY=VALUE", help="mechanism option, repeatable (NAME. needed with several names)"
+    )
+
+    bench = sub.add_parser("bench", help="time, memory and error of mechanisms side by side (small default)")
+    from attnzoo.bench.harness import add_bench_arguments
+
+    add_bench_arguments(bench)
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "list":
+            print(list_table())
+        elif args.command == "show":
+            return show_command(args)
+        elif args.command == "bench":
+            from attnzoo.bench.harness import bench_command
+
+            return bench_command(args)
+    except ValueError as err:
+        print(f"attnzoo: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def list_table() -> str:
+    rows = [("name", "family", "causal", "mask", "complexity", "paper")]
+    for name in list_mechanisms():
+        d = describe(name)
+        rows.append((name, d["family"], "yes" if d["causal"] else "no", "yes" if d["mask"] else "no", d["complexity"], d["paper"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def parse_options(items: list[str]) -> dict:
+    """['window=16', 'dilation=(1,2)'] -> {'window': 16, 'dilation': (1, 2)}."""
+    options = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"option {item!r} must look like KEY=VALUE, e.g. --opt window=16")
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value
+    return options
+
+
+def show_command(args) -> int:
+    from attnzoo.viz.pattern import draw_patterns, terminal_grid
+
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    options = _show_options(args.opt, args.names)
+    panels = []
+    for name in args.names:
+        layer = build(name, dim=8 * args.heads, heads=args.heads, causal=args.causal, **options.get(name, {}))
+        pairs = computed_pairs(layer, args.n)  # [H or 1, N', N']
+        for h in range(pairs.shape[0]):
+            title = name + (f" head {h}" if pairs.shape[0] > 1 else "")
+            print(f"{title}: {int(pairs[h].sum())} of {pairs[h].numel()} (query, key) pairs computed")
+            print(terminal_grid(pairs[h]))
+            panels.append((title, pairs[h]))
+    out = args.out or Path("attnzoo-out") / f"show-{'-'.join(args.names)}.png"
+    print(f"wrote {draw_patterns(panels, out)}")
+    return 0
+
+
+def _show_options(items: list[str], names: list[str]) -> dict[str, dict]:
+    """KEY=VALUE applies to the only name; NAME.KEY=VALUE to that name."""
+    out: dict[str, dict] = {}
+    for item in items:
+        head, _, _ = item.partition("=")
+        target, dot, key = head.partition(".")
+        if dot and target in names:
+            out.setdefault(target, {}).update(parse_options([item[len(target) + 1 :]]))
+        elif len(names) == 1:
+            out.setdefault(names[0], {}).update(parse_options([item]))
+        else:
+            raise ValueError(f"--opt {item!r}: with several names write NAME.KEY=VALUE, NAME one of {names}")
+    return out
+
+
+def computed_pairs(layer: torch.nn.Module, n: int) -> torch.Tensor:
+    """Bool [H or 1, N, N] of the pairs a layer's core computes."""
+    return layer.core.computed_pairs(n)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Pictures of which (query, key) pairs a mechanism computes: terminal grids and PNG figures.
+
+i query (rows, top to bottom), j key (columns, left to right).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+
+def terminal_grid(pairs: Tensor, *, on: str = "█", off: str = "·", max_cells: int = 64) -> str:
+    """[N, N] bool -> text, one character per cell (downsampled by any() past ``max_cells``)."""
+    n = pairs.shape[0]
+    step = max(1, -(-n // max_cells))
+    if step > 1:
+        pad = (-n) % step
+        padded = torch.nn.functional.pad(pairs, (0, pad, 0, pad))
+        pairs = padded.unflatten(0, (-1, step)).unflatten(2, (-1, step)).any(3).any(1)
+    return "\n".join("".join(on if c else off for c in row.tolist()) for row in pairs)
+
+
+def draw_patterns(panels: list[tuple[str, Tensor]], path: str | Path, *, columns: int = 4) -> Path:
+    """Save a grid of [N, N] bool panels (computed cells coloured) as a PNG, textbook style."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    columns = min(columns, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.4 * rows), squeeze=False)
+    cmap = ListedColormap(["#f4f4f4", "#2b6cb0"])
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (title, pairs) in zip(axes.flat, panels):
+        n = pairs.shape[0]
+        ax.imshow(pairs.float().numpy(), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+        density = pairs.float().mean().item()
+        ax.set_title(f"{title}\n{density:.0%} of pairs", fontsize=9)
+        ax.set_xticks([0, n - 1])
+        ax.set_yticks([0, n - 1])
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("key j", fontsize=8)
+        ax.set_ylabel("query i", fontsize=8)
+        ax.axis("on")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,49 @@
+"""The attnzoo command as a user runs it."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+import attnzoo
+from attnzoo.cli import main
+
+
+def test_list_shows_every_mechanism(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in attnzoo.list_mechanisms():
+        assert f"\n{name} " in out
+    assert "arxiv.org/abs/2007.14062" in out
+
+
+def test_show_draws_the_pattern_in_the_terminal_and_as_png(tmp_path, capsys):
+    png = tmp_path / "local.png"
+    assert main(["show", "local", "--n", "12", "--opt", "window=2", "--out", str(png)]) == 0
+    out = capsys.readouterr().out
+    grid = [line for line in out.splitlines() if set(line) <= {"█", "·"} and len(line) == 12]
+    i, j = torch.meshgrid(torch.arange(12), torch.arange(12), indexing="ij")
+    want = ["".join("█" if c else "·" for c in row) for row in ((i - j).abs() <= 2).tolist()]
+    assert grid == want
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_show_reports_bad_options_without_a_traceback(capsys):
+    assert main(["show", "local", "--opt", "windw=2"]) == 2
+    assert "no option(s) ['windw']" in capsys.readouterr().err
+
+
+def test_bench_writes_results_and_resumes(tmp_path, capsys):
+    args = ["bench", "--names", "full", "local", "--n", "64", "--heads", "1", "--head-dim", "8", "--opt", "local.window=4", "--out", str(tmp_path)]
+    assert main(args) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    rows = list(data["rows"].values())
+    assert {r["point"]["name"] for r in rows} == {"full", "local"}
+    assert all(r["forward_ms"] > 0 and r["forward_backward_ms"] > 0 and r["peak_rss_bytes"] > 0 for r in rows)
+    assert (tmp_path / "scaling.png").exists()
+    # A second run finds every point measured and measures nothing again.
+    before = {k: r["forward_ms"] for k, r in data["rows"].items()}
+    assert main(args) == 0
+    after = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert {k: r["forward_ms"] for k, r in after.items()} == before

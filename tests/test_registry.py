@@ -1,0 +1,110 @@
+"""Registry-wide contract: every mechanism, built by name, honours the interface."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import attnzoo
+from attnzoo.registry import REGISTRY
+
+NAMES = attnzoo.list_mechanisms()
+DIM, HEADS, N = 32, 4, 45
+# Small-N options so sparse patterns are really sparse at N=45.
+SMALL = {
+    "local": dict(window=3, block=8),
+    "strided": dict(stride=4, window=2, block=8),
+    "global": dict(global_idx=(0,), window=2, block=8),
+    "random": dict(num_blocks=1, block_size=8, block=8),
+    "sparse_transformer": dict(stride=6, block=8),
+    "longformer": dict(window=3, dilation=(1, 2), block=8),
+    "bigbird": dict(block_size=8, window_blocks=3, global_blocks=1, random_blocks=1, block=8),
+    "heads": dict(patterns=("local:window=3", "strided:stride=4,window=2"), block=8),
+}
+
+
+def layer(name, causal=False, **extra):
+    torch.manual_seed(0)
+    return attnzoo.build(name, dim=DIM, heads=HEADS, causal=causal, **{**SMALL.get(name, {}), **extra}).double()
+
+
+def x_and_mask(b=2, n=N):
+    x = torch.randn(b, n, DIM, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(b, n, dtype=torch.bool)
+    mask[-1, n - 10 :] = False
+    return x, mask
+
+
+def test_registry_is_the_design_table_so_far():
+    assert set(NAMES) >= {"full", "local", "strided", "global", "sparse_transformer", "longformer", "bigbird", "heads", "random"}
+    assert list(REGISTRY) == NAMES
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("name", NAMES)
+def test_shapes_and_gradients_reach_every_parameter(name, causal):
+    m = layer(name, causal)
+    x, mask = x_and_mask()
+    x.requires_grad_(True)
+    y = m(x, mask)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    y.square().sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    for pname, p in m.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_padding_content_does_not_change_real_outputs(name):
+    m = layer(name)
+    x, mask = x_and_mask()
+    y = m(x, mask)
+    x2 = x.clone()
+    x2[~mask] = 1e3 * torch.randn_like(x2[~mask])
+    y2 = m(x2, mask)
+    torch.testing.assert_close(y2[mask], y[mask], atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_causal_has_no_future_leakage(name):
+    m = layer(name, causal=True)
+    x, _ = x_and_mask(b=1)
+    t = 20
+    y = m(x)
+    x2 = x.clone()
+    x2[:, t + 1 :] = torch.randn_like(x2[:, t + 1 :])
+    torch.testing.assert_close(m(x2)[:, : t + 1], y[:, : t + 1], atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_deterministic_under_a_seed(name):
+    x, mask = x_and_mask()
+    torch.testing.assert_close(layer(name)(x, mask), layer(name)(x, mask), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_describe(name):
+    d = attnzoo.describe(name)
+    assert d["name"] == name and d["family"] in {"exact", "sparse", "clustered", "lowrank", "kernel", "mixing"}
+    assert "arxiv.org" in d["paper"] and d["complexity"]
+    assert set(d) >= {"options", "causal", "mask", "variable_length"}
+    config_cls = REGISTRY[name][0]
+    assert d["options"] == {k: v for k, v in vars(config_cls()).items()}
+
+
+def test_global_learned_tokens_are_seen_by_every_position():
+    m = layer("global", num_tokens=2, global_idx=())
+    x, mask = x_and_mask()
+    y = m(x, mask)
+    with torch.no_grad():
+        m.core.tokens.add_(1.0)
+    assert (m(x, mask) - y).abs().amax(-1).gt(0).all(), "changing the learned tokens changes every output"
+
+
+def test_heads_use_their_own_patterns():
+    m = layer("heads", patterns=("local:window=1", "strided:stride=5"))
+    pairs = m.core.computed_pairs(12)
+    assert pairs.shape == (HEADS, 12, 12)
+    i, j = torch.meshgrid(torch.arange(12), torch.arange(12), indexing="ij")
+    assert torch.equal(pairs[0], (i - j).abs() <= 1) and torch.equal(pairs[2], (i - j).abs() <= 1)
+    assert torch.equal(pairs[1], (i - j) % 5 == 0) and torch.equal(pairs[3], (i - j) % 5 == 0)
