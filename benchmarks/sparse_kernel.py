@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from attnzoo.bench.harness import Point, Results, attention_matmul_gflops, matmul_gflops, measure_in_fresh_process, table
@@ -50,6 +51,7 @@ def main() -> None:
     rate_after = matmul_gflops(threads=2)
     rate = max(rate_before, rate_after)  # the faster reading is closer to what the machine can do
     attn_rate = attention_matmul_gflops(threads=2)
+    interleaved = {n: interleaved_floor_ratio(n) for n in (16384, 65536) if n <= args.max_n}
     results.data["meta"] = {
         "command": "python benchmarks/sparse_kernel.py",
         "matmul_gflops_before": round(rate_before, 1),
@@ -58,10 +60,46 @@ def main() -> None:
         "shape": "B=1, H=4, D=64, float32, 2 threads",
     }
     results.data["summary"] = summary(results.rows(), rate, attn_rate)
+    results.data["summary"]["local_forward_vs_flop_floor_interleaved"] = interleaved
     results.save()
     print(table(results.rows()))
     print(json.dumps(results.data["summary"], indent=1))
     plot_scaling(results.rows(), args.out / "sparse_kernel.png", title="attnzoo blocked kernel vs SDPA (B=1, H=4, D=64, fp32, 2 CPU threads)")
+
+
+def interleaved_floor_ratio(n: int, pairs: int = 7) -> dict:
+    """Local (w=256) forward time over its FLOP floor, with the matmul rate measured right before each
+    forward in the same process, so machine load hits both alike; median over ``pairs`` pairs."""
+    import statistics
+    import time
+
+    import torch
+
+    from attnzoo.functional import local_attention
+    from attnzoo.sparse.layout import build_layout
+    from attnzoo.sparse.local import local_pattern
+
+    torch.set_num_threads(2)
+    q, k, v = (torch.randn(1, 4, n, 64) for _ in range(3))
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    flops = 4 * build_layout(local_pattern(256), n, 64, 4, torch.device("cpu")).allowed_block_pairs(4) * 64
+
+    def timed(fn) -> float:
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    with torch.no_grad():
+        local_attention(q, k, v, window=256)  # warm-up (layout, allocator)
+        for _ in range(3):
+            a @ b
+        ratios, rates = [], []
+        for _ in range(pairs):
+            rate = 2 * 2048**3 / min(timed(lambda: a @ b) for _ in range(3))
+            forward = timed(lambda: local_attention(q, k, v, window=256))
+            ratios.append(forward / (flops / rate))
+            rates.append(rate / 1e9)
+    return {"ratio_median": round(statistics.median(ratios), 2), "ratios": [round(r, 2) for r in ratios], "matmul_gflops": [round(r) for r in rates]}
 
 
 def summary(rows: list[dict], rate_gflops: float, band_rate_gflops: float) -> dict:
@@ -73,8 +111,11 @@ def summary(rows: list[dict], rate_gflops: float, band_rate_gflops: float) -> di
     for name in ("local", "longformer", "bigbird"):
         mem = {n: by[(name, n)]["peak_above_inputs_bytes"] for n in NS if (name, n) in by and by[(name, n)].get("peak_above_inputs_bytes")}
         if len(mem) > 1:
+            # Exponent p in memory ∝ N^p between consecutive N: 1 is linear, 2 quadratic.
             ns = sorted(mem)
-            out[f"{name}_peak_growth_per_4x_n"] = [round(mem[b] / mem[a], 2) for a, b in zip(ns, ns[1:])]
+            out[f"{name}_peak_growth_exponent"] = {
+                f"{a}->{b}": round(math.log(mem[b] / mem[a]) / math.log(b / a), 2) for a, b in zip(ns, ns[1:])
+            }
         if (name, 131072) in by:
             out[f"{name}_peak_rss_gib_128k"] = round(by[(name, 131072)]["peak_rss_bytes"] / 2**30, 2)
     floors = {}

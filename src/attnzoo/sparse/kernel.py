@@ -3,9 +3,11 @@
 b batch, h heads, r query blocks of a chunk, i query in block, j key of the chunk's slots, d head dim.
 
 Two parts, as the layout splits them (see layout.py):
-- band: per (batch, head), a chunk of query blocks reads its key window as a strided view of the
-  (halo-padded) keys and values, so nothing is copied; only partial band slots are masked.
-- groups: the remaining key blocks are gathered per chunk of query blocks, batched over b and h.
+- band: per (batch, head), a chunk of query blocks reads its key windows as a strided view of the
+  keys and values, so nothing is copied (a chunk at the sequence edge reads a small zero-padded
+  copy); only the band slots that are partial in that chunk are masked.
+- groups: the remaining key blocks are gathered per chunk of query blocks, batched over b and h;
+  a group whose rows share their key blocks (global columns) runs as one matmul over all rows.
 A query's softmax spans both parts: forward merges them by log-sum-exp; backward needs no merge,
 since each part's probabilities are exp(s - lse) with the saved total lse.
 
@@ -150,11 +152,20 @@ def _band_forward(qs, k, v, key_bias, band: Band, heads, block, out, lse, dropou
             for c, chunk in enumerate(band.chunks):
                 k_win, v_win = _windows(k[b, h], chunk.r0, chunk.r1, band, block), _windows(v[b, h], chunk.r0, chunk.r1, band, block)
                 key_win = _windows(key_bias[b], chunk.r0, chunk.r1, band, block) if key_bias is not None else None
-                p, total, lse_c = _softmax_parts(_band_scores(q_blocks[chunk.r0 : chunk.r1], k_win, chunk, key_win))
+                q_rows = q_blocks[chunk.r0 : chunk.r1]
+                parts = [_band_scores(q_rows, k_win, chunk, key_win)]
+                if band.extras is not None:
+                    parts.append(_extra_scores(q_rows, k[b, h], key_bias, b, band.extras, chunk))
+                parts, total, lse_c = _softmax_parts(*parts)
                 if dropout_p:
-                    p = p * _keep(p, _generator(seed, ("band", tag, b, h, c), p.device), dropout_p)
+                    gen = _generator(seed, ("band", tag, b, h, c), q_rows.device)
+                    parts = [p * _keep(p, gen, dropout_p) for p in parts]
                 rows = slice(chunk.r0 * block, chunk.r1 * block)
-                out[b, h, rows] = torch.bmm(p, v_win).div_(total).flatten(0, 1)
+                o = out[b, h, rows].view(chunk.r1 - chunk.r0, block, -1)  # a view: bmm writes in place
+                torch.bmm(parts[0], v_win, out=o)
+                if band.extras is not None:
+                    o += parts[1] @ v[b, h, band.extras.pos]
+                o.div_(total)
                 lse[b, h, rows] = lse_c.flatten()
 
 
@@ -169,17 +180,21 @@ def _band_backward(qs, k, v, key_bias, grad_out, lse, delta, band: Band, heads, 
                 key_win = _windows(key_bias[b], r0, r1, band, block) if key_bias is not None else None
                 q_rows, do = q_blocks[r0:r1], do_blocks[r0:r1]
                 rows = slice(r0 * block, r1 * block)
+                lse_rows, delta_rows = lse[b, h, rows].view(r1 - r0, block, 1), delta[b, h, rows].view(r1 - r0, block, 1)
+                gen = _generator(seed, ("band", tag, b, h, c), q_rows.device) if dropout_p else None
                 p = _band_scores(q_rows, k_win, chunk, key_win)
-                p.sub_(lse[b, h, rows].view(r1 - r0, block, 1)).exp2_()
+                p.sub_(lse_rows).exp2_()
                 dp = torch.bmm(do, v_win.transpose(1, 2))
                 p_used = p
                 if dropout_p:
-                    keep = _keep(p, _generator(seed, ("band", tag, b, h, c), p.device), dropout_p)
+                    keep = _keep(p, gen, dropout_p)
                     p_used = p * keep
                     dp.mul_(keep)
                 dv_win = torch.bmm(p_used.transpose(1, 2), do)  # [R, width · block, D]
-                ds = dp.sub_(delta[b, h, rows].view(r1 - r0, block, 1)).mul_(p)
+                ds = dp.sub_(delta_rows).mul_(p)
                 dq[b, h, rows] += torch.bmm(ds, k_win).flatten(0, 1)
+                if band.extras is not None:
+                    _extra_backward(q_rows, do, k, v, key_bias, b, h, band.extras, chunk, lse_rows, delta_rows, gen, dropout_p, dq, dk, dv, rows)
                 dk_win = torch.bmm(ds.transpose(1, 2), q_rows)
                 # Windows overlap: add slot by slot; slot s of rows r0..r1-1 is key blocks r0+lo+s .. r1-1+lo+s.
                 dk_blocks, dv_blocks = dk[b, h].unflatten(0, (-1, block)), dv[b, h].unflatten(0, (-1, block))
@@ -220,7 +235,7 @@ def _group_forward(qs, k, v, key_bias, group: BlockGroup, heads, block, out, lse
     for c, chunk in enumerate(_group_chunks(group, qs.shape[0], len(heads), block)):
         rows, cols = group.rows[chunk], group.cols[chunk]
         k_sel, v_sel = (k_shared, v_shared) if group.shared else (_gather(kb, cols), _gather(vb, cols))
-        p, total, lse_c = _softmax_parts(_group_scores(_gather(qb, rows), k_sel, group, chunk, key_bias))
+        (p,), total, lse_c = _softmax_parts(_group_scores(_gather(qb, rows), k_sel, group, chunk, key_bias))
         if dropout_p:
             p = p * _keep(p, _generator(seed, ("group", tag, c), p.device), dropout_p)
         o = _rows_mm(p, v_sel).div_(total)  # [B, h, R, block, D]
@@ -276,14 +291,49 @@ def _rows_tmm(x: Tensor, y: Tensor, shared: bool) -> Tensor:
     return x.transpose(-1, -2) @ y
 
 
-def _softmax_parts(s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """exp2(s - rowmax) in place, its row sums (1 for empty rows) and base-2 lse (-inf for empty rows)."""
-    m = s.amax(dim=-1, keepdim=True)
+def _softmax_parts(s: Tensor, *more: Tensor):
+    """One softmax over the concatenated last axes of s (and ``more``), without concatenating.
+
+    Returns the list of exp2(x - rowmax) per part (in place), the row sums (1 for empty rows) and
+    the base-2 lse (-inf for empty rows).
+    """
+    parts = (s,) + more
+    m = parts[0].amax(dim=-1, keepdim=True)
+    for x in parts[1:]:
+        m = torch.maximum(m, x.amax(dim=-1, keepdim=True))
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    s.sub_(m).exp2_()
-    total = s.sum(dim=-1, keepdim=True)
+    total = 0
+    for x in parts:
+        total = total + x.sub_(m).exp2_().sum(dim=-1, keepdim=True)
     lse = (m + total.log2()).squeeze(-1).to(_stat_dtype(s))  # log2(0) = -inf for empty rows
-    return s, torch.where(total > 0, total, torch.ones_like(total)), lse
+    total = torch.where(total > 0, total, torch.ones_like(total))
+    return list(parts), total, lse
+
+
+def _extra_scores(q_rows: Tensor, k_bh: Tensor, key_bias, b: int, extras, chunk) -> Tensor:
+    """[R, block, X] scores of the chunk's queries against the band's extra key positions."""
+    s = q_rows @ k_bh[extras.pos].T
+    s.masked_fill_(extras.forbid[chunk.r0 : chunk.r1], float("-inf"))
+    if key_bias is not None:
+        s.add_(key_bias[b, extras.pos])
+    return s
+
+
+def _extra_backward(q_rows, do, k, v, key_bias, b, h, extras, chunk, lse_rows, delta_rows, gen, dropout_p, dq, dk, dv, rows):
+    """Gradients through the band's extra key positions for one chunk (same recipe as the window)."""
+    k_x, v_x = k[b, h, extras.pos], v[b, h, extras.pos]  # [X, D]
+    p = _extra_scores(q_rows, k[b, h], key_bias, b, extras, chunk)
+    p.sub_(lse_rows).exp2_()
+    dp = do @ v_x.T
+    p_used = p
+    if dropout_p:
+        keep = _keep(p, gen, dropout_p)  # drawn right after the window's keep, as in forward
+        p_used = p * keep
+        dp.mul_(keep)
+    ds = dp.sub_(delta_rows).mul_(p)
+    dq[b, h, rows] += (ds @ k_x).flatten(0, 1)
+    dk[b, h].index_add_(0, extras.pos, ds.flatten(0, 1).T @ q_rows.flatten(0, 1))
+    dv[b, h].index_add_(0, extras.pos, p_used.flatten(0, 1).T @ do.flatten(0, 1))
 
 
 def _stat_dtype(t: Tensor) -> torch.dtype:
@@ -315,7 +365,11 @@ def _blocks(t: Tensor, heads: list[int] | None, block: int) -> Tensor:
 
 def _gather(blocks: Tensor, idx: Tensor) -> Tensor:
     """blocks [B, h, n_blocks, block(, D)], idx [R] or [R, S] -> [B, h, R, block(, D)] or [B, h, R, S · block(, D)]."""
-    out = blocks.index_select(2, idx.flatten())  # whole-block copies: much faster than advanced indexing
+    flat = idx.flatten()
+    if len(flat) > 1 and int(flat[-1] - flat[0]) == len(flat) - 1 and bool((flat.diff() == 1).all()):
+        out = blocks[:, :, int(flat[0]) : int(flat[-1]) + 1]  # one contiguous run (e.g. a global row): a view
+    else:
+        out = blocks.index_select(2, flat)  # whole-block copies: much faster than advanced indexing
     return out.unflatten(2, idx.shape).flatten(3, 4) if idx.dim() == 2 else out
 
 

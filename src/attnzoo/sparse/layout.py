@@ -30,6 +30,7 @@ BAND_ELEMENTS = 1 << 21  # scores per band chunk and (batch, head): 8 MB in floa
 # Partial-block masks are stored while they fit this budget per head layout; past it (patterns that touch
 # ~every block, e.g. unbounded strides) they are recomputed from mask_mod per chunk, keeping memory linear.
 FORBID_BYTES = 256 << 20
+EXTRA_KEYS = 512  # shared key columns up to this many are folded into the band (one softmax, no merge)
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,10 +61,19 @@ class BandChunk:
 
 
 @dataclass(frozen=True, eq=False)
+class Extras:
+    """A few key positions every band row may also see (global columns), scored beside the band window."""
+
+    pos: Tensor  # [X] key positions
+    forbid: Tensor  # [n_blocks, block, X] bool, True = forbidden for that query
+
+
+@dataclass(frozen=True, eq=False)
 class Band:
     lo: int  # first block offset (<= 0); the band is offsets lo .. lo + width - 1
     width: int
     chunks: tuple[BandChunk, ...]
+    extras: Extras | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -153,7 +163,34 @@ def _head_layout(pattern: Pattern, heads, h: int, n: int, block: int, device) ->
         cols = torch.nonzero(rest[rows])[:, 1].reshape(len(rows), count)
         groups.append(_group(pattern, h, rows, cols, full_blocks, n, block, store))
     band_obj = _band_chunks(pattern, h, band, full_blocks, n, block, device, store) if band is not None else None
+    if band_obj is not None:
+        groups, band_obj = _fold_shared_columns(pattern, h, groups, band_obj, n, block)
     return HeadLayout(heads, band_obj, tuple(groups), any_blocks, full_blocks)
+
+
+def _fold_shared_columns(pattern: Pattern, h: int, groups: list, band: Band, n: int, block: int):
+    """Move a group whose rows all touch the same key blocks into the band as extra key positions.
+
+    Only the positions some query actually sees are kept (a global column is 1 key, not a block),
+    and the band's softmax covers them, so no separate pass merges the group's output.
+    """
+    shared = [g for g in groups if g.shared]
+    if not shared:
+        return groups, band
+    group = max(shared, key=lambda g: len(g.rows))
+    offsets = torch.arange(block, device=group.rows.device)
+    allowed = _allowed(pattern, h, group.rows[:, None] * block + offsets, group.kv_pos, n)  # [R, block, S · block]
+    pos = group.kv_pos[0][allowed.any(dim=1).any(dim=0)]
+    if len(pos) == 0 or len(pos) > EXTRA_KEYS:
+        return groups, band
+    nb = -(-n // block)
+    in_group = torch.zeros(nb, dtype=torch.bool, device=pos.device)
+    in_group[group.rows] = True
+    q_pos = torch.arange(nb * block, device=pos.device).view(nb, block)
+    # Rows outside the group see these keys through the band or another group already: forbidden here.
+    ok = _allowed(pattern, h, q_pos, pos.expand(nb, -1), n) & in_group[:, None, None]
+    rest = [g for g in groups if g is not group]
+    return rest, Band(band.lo, band.width, band.chunks, Extras(pos, ~ok))
 
 
 def _block_grid(pattern: Pattern, h: int, n: int, block: int, device) -> tuple[Tensor, Tensor]:

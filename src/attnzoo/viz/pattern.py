@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from attnzoo.viz.figure import pyplot, save
+
 
 def terminal_grid(pairs: Tensor, *, on: str = "█", off: str = "·", max_cells: int = 64) -> str:
     """[N, N] bool -> text, one character per cell (downsampled by any() past ``max_cells``)."""
@@ -24,10 +26,7 @@ def terminal_grid(pairs: Tensor, *, on: str = "█", off: str = "·", max_cells:
 
 def draw_patterns(panels: list[tuple[str, Tensor]], path: str | Path, *, columns: int = 4) -> Path:
     """Save a grid of [N, N] bool panels (computed cells coloured) as a PNG, textbook style."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.colors import ListedColormap
 
     columns = min(columns, len(panels))
@@ -47,9 +46,4 @@ def draw_patterns(panels: list[tuple[str, Tensor]], path: str | Path, *, columns
         ax.set_xlabel("key j", fontsize=8)
         ax.set_ylabel("query i", fontsize=8)
         ax.axis("on")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=120)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from attnzoo.viz.figure import pyplot, save
+
 
 def plot_scaling(rows: list[dict], path: str | Path, *, title: str = "") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = [("forward_ms", "forward (ms)"), ("forward_backward_ms", "forward+backward (ms)"), ("peak_rss_bytes", "peak memory (MiB)")]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
@@ -32,9 +31,4 @@ def plot_scaling(rows: list[dict], path: str | Path, *, title: str = "") -> Path
     axes[0].legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=110)
