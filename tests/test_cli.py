@@ -42,6 +42,8 @@ def test_bench_writes_results_and_resumes(tmp_path, capsys):
     assert {r["point"]["name"] for r in rows} == {"full", "local"}
     assert all(r["forward_ms"] > 0 and r["forward_backward_ms"] > 0 and r["peak_rss_bytes"] > 0 for r in rows)
     assert (tmp_path / "scaling.png").exists()
+    report = (tmp_path / "report.md").read_text()
+    assert "local" in report and "full" in report and "scaling.png" in report
     # A second run finds every point measured and measures nothing again.
     before = {k: r["forward_ms"] for k, r in data["rows"].items()}
     assert main(args) == 0

@@ -232,8 +232,37 @@ def bench_command(args) -> int:
     print(table(results.rows()))
     from attnzoo.viz.scaling import plot_scaling
 
-    print(f"wrote {plot_scaling(results.rows(), args.out / 'scaling.png')}")
+    plot = plot_scaling(results.rows(), args.out / "scaling.png")
+    report = write_report(results, plot, " ".join(sys.argv[1:]) or "bench")
+    print(f"wrote {results.path}, {plot} and {report}")
     return 0
+
+
+def write_report(results: Results, plot: Path, command: str) -> Path:
+    """A markdown report beside the JSON: the command, the machine's matmul rate, the table and the plot."""
+    meta = results.data["meta"]
+    text = "\n".join(
+        [
+            "# attnzoo bench",
+            "",
+            f"Command: `attnzoo {command}`. torch {meta['torch']}, {meta['threads']} threads, "
+            f"matmul rate {meta['matmul_gflops']} GFLOP/s (2048² float32).",
+            "Times are medians after warm-up. Peak memory is each point's own fresh process.",
+            "`vs full` is full attention's fwd+bwd time over this row's, at the same N.",
+            "",
+            "```",
+            table(results.rows()),
+            "```",
+            "",
+            f"![time and memory against N]({plot.name})",
+            "",
+        ]
+    )
+    path = results.path.with_name("report.md")
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
 
 
 def _per_name_options(items: list[str], names: list[str]) -> dict:
