@@ -306,3 +306,34 @@ def same_chunk(size: int, name: str) -> Pattern:
         return (q0 <= k1) & (k0 <= q1), (q0 == q1) & (k0 == k1) & (q0 == k0)
 
     return Pattern(mask_mod, block_mod, name)
+
+
+def segments(seg: Tensor, name: str) -> Pattern:
+    """Allowed iff seg[q_idx] == seg[kv_idx], for a nondecreasing segment-id table seg [N]."""
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return seg[q_idx] == seg[kv_idx]
+
+    def block_mod(h, q_lo, q_hi, kv_lo, kv_hi):
+        q0, q1, k0, k1 = seg[q_lo], seg[q_hi], seg[kv_lo], seg[kv_hi]
+        return (q0 <= k1) & (k0 <= q1), (q0 == q1) & (k0 == k1) & (q0 == k0)
+
+    return Pattern(mask_mod, block_mod, name)
+
+
+def permuted(mask_mod: MaskMod, perm: Tensor, name: str) -> Pattern:
+    """A predicate (any mask_mod, e.g. a Pattern) seen in a permuted order: position p stands for
+    original position perm[p].
+
+    The block predicate is conservative (any=True, all=False): combine it with and_masks and a
+    pattern whose blocks are exact in the permuted order, which then decides the layout.
+    """
+
+    def in_order(b, h, q_idx, kv_idx):
+        return mask_mod(b, h, perm[q_idx], perm[kv_idx])
+
+    def block_mod(h, q_lo, q_hi, kv_lo, kv_hi):
+        shape = torch.broadcast_shapes(q_lo.shape, kv_lo.shape)
+        return torch.ones(shape, dtype=torch.bool, device=q_lo.device), torch.zeros(shape, dtype=torch.bool, device=q_lo.device)
+
+    return Pattern(in_order, block_mod, name)

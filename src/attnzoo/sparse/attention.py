@@ -40,8 +40,13 @@ def sparse_attention(
     dropout_p: float = 0.0,
     backend: Backend = "auto",
     block: int = 64,
+    parts: tuple | None = None,
 ) -> Tensor:
     """q, k, v: [B, H, N, D]; pattern: a Pattern; mask: [B, N] bool. Returns [B, H, N, D].
+
+    ``parts`` (optional, sparse.union.Part) is a decomposition of the same pattern into disjoint
+    pieces, each block-sparse in its own position order; the blocked backend then runs those
+    instead of ``pattern`` (strides, summary columns). Other backends use ``pattern``.
 
     Equivalent to: softmax(q @ kᵀ · scale where pattern(i, j) and mask[j] (and j <= i if
     causal), else -inf) @ v, with zeros for a query that sees no key.
@@ -68,6 +73,10 @@ def sparse_attention(
         # FlexAttention's kernels want their own block size; the layout is built for it.
         layout = build_layout(pattern, n, FLEX_BLOCK, heads, q.device)
         return flex_sparse_attention(q, k, v, layout, pattern, key_valid=mask, scale=scale)
+    if parts is not None:
+        from attnzoo.sparse.union import union_attention
+
+        return union_attention(q, k, v, parts, mask=mask, causal=causal, scale=scale, dropout_p=dropout_p, block=block)
     layout = build_layout(pattern, n, block, heads, q.device)
     return blocked_attention(q, k, v, layout, key_valid=mask, scale=scale, dropout_p=dropout_p)
 

@@ -42,6 +42,10 @@ class PatternCore(nn.Module):
     def pattern(self, n: int, heads: int, device: torch.device) -> Pattern:
         raise NotImplementedError
 
+    def parts(self, n: int, device: torch.device):
+        """An equivalent decomposition for the blocked kernel (sparse.union.Part), or None."""
+        return None
+
     def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
         c = self.config
         return sparse_attention(
@@ -55,6 +59,7 @@ class PatternCore(nn.Module):
             dropout_p=c.dropout_p if self.training else 0.0,
             backend=c.backend,
             block=c.block,
+            parts=self.parts(q.shape[2], q.device),
         )
 
     def computed_pairs(self, n: int) -> Tensor:

@@ -33,12 +33,22 @@ _LOG2E = 1.4426950408889634
 
 
 def blocked_attention(
-    q: Tensor, k: Tensor, v: Tensor, layout: BlockLayout, *, key_valid: Tensor | None, scale: float, dropout_p: float
-) -> Tensor:
-    """q, k, v: [B, H, N, D]; key_valid: [B, N] bool or None. Returns [B, H, N, D].
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    layout: BlockLayout,
+    *,
+    key_valid: Tensor | None,
+    scale: float,
+    dropout_p: float,
+    return_lse: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """q, k, v: [B, H, N, D]; key_valid: [B, N] bool or None. Returns [B, H, N, D] (and lse [B, H, N]).
 
     Equivalent to: reference_attention(q, k, v, allowed=pattern & key_valid, scale=scale), with
-    zeros for a query that sees no key.
+    zeros for a query that sees no key. ``return_lse`` also returns the base-2 log-sum-exp of the
+    scaled scores per query (-inf for a query that sees no key), differentiable, so partial
+    attentions over disjoint key sets can be merged exactly (see union_attention).
 
     Note:
         float16 / bfloat16 inputs are computed in float32 (statistics, accumulators) and the
@@ -46,8 +56,10 @@ def blocked_attention(
     """
     if q.dtype in (torch.float16, torch.bfloat16):
         # Scores, softmax statistics and the dk/dv accumulators need float32: compute there, return q.dtype.
-        out = blocked_attention(q.float(), k.float(), v.float(), layout, key_valid=key_valid, scale=scale, dropout_p=dropout_p)
-        return out.to(q.dtype)
+        res = blocked_attention(
+            q.float(), k.float(), v.float(), layout, key_valid=key_valid, scale=scale, dropout_p=dropout_p, return_lse=return_lse
+        )
+        return (res[0].to(q.dtype), res[1]) if return_lse else res.to(q.dtype)
     n, block = q.shape[2], layout.block
     pad = layout.n_blocks * block - n
     if pad:
@@ -57,8 +69,10 @@ def blocked_attention(
         key_valid = F.pad(key_valid, (0, pad), value=False)
         key_bias = torch.zeros(key_valid.shape, dtype=q.dtype, device=q.device).masked_fill_(~key_valid, float("-inf"))
     seed = int(torch.randint(0, 2**62, (1,)).item()) if dropout_p > 0 else 0
-    out = _BlockedAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), key_bias, layout, scale, dropout_p, seed)
-    return out[:, :, :n] if pad else out
+    out, lse = _BlockedAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), key_bias, layout, scale, dropout_p, seed)
+    if pad:
+        out, lse = out[:, :, :n], lse[:, :, :n]
+    return (out, lse) if return_lse else out
 
 
 class _BlockedAttention(torch.autograd.Function):
@@ -78,11 +92,11 @@ class _BlockedAttention(torch.autograd.Function):
                 _group_forward(qs, k, v, key_bias, group, heads, block, out, lse, dropout_p, seed, (hl_index, g_index))
         ctx.save_for_backward(q, k, v, key_bias, out, lse)
         ctx.layout, ctx.scale, ctx.dropout_p, ctx.seed = layout, scale, dropout_p, seed
-        return out
+        return out, lse
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out):
+    def backward(ctx, grad_out, grad_lse):
         q, k, v, key_bias, out, lse = ctx.saved_tensors
         layout, scale, dropout_p, seed, block = ctx.layout, ctx.scale, ctx.dropout_p, ctx.seed, ctx.layout.block
         grad_out = grad_out.contiguous()
@@ -90,6 +104,9 @@ class _BlockedAttention(torch.autograd.Function):
         # Rows with no visible key: lse = +inf makes every recomputed probability exp2(s - inf) = 0.
         lse = torch.where(torch.isfinite(lse), lse, torch.full_like(lse, float("inf")))
         delta = (grad_out * out).sum(-1).to(lse.dtype)  # rowsum(dO ∘ O) = Σ_j P_ij dP_ij
+        if grad_lse is not None:
+            # lse₂ = log2 Σ_j 2^(s_j · log2 e): ∂lse₂/∂s_ij = P_ij · log2 e, which folds into delta.
+            delta = delta - grad_lse.to(lse.dtype) * _LOG2E
         dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
         for hl_index, hl in enumerate(layout.heads):
             heads = list(range(q.shape[1])) if hl.heads is None else list(hl.heads)

@@ -10,13 +10,16 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from attnzoo.core.checks import check_int
 from attnzoo.core.info import MechanismInfo
-from attnzoo.core.masks import Pattern, residue
+from attnzoo.core.masks import Pattern, and_masks, difference_band, residue, segments
+from attnzoo.core.masks import causal as causal_pattern
 from attnzoo.sparse.attention import Backend, sparse_attention
 from attnzoo.sparse.core import KernelOptions, PatternCore
+from attnzoo.sparse.union import Part
 
 
 @dataclass
@@ -33,6 +36,28 @@ def strided_pattern(stride: int, window: int | None = None) -> Pattern:
         check_int(window, "window", minimum=0, where="strided")
     bound = float("inf") if window is None else window * stride
     return residue(stride, bound, f"strided(s={stride}, w={window})")
+
+
+@functools.lru_cache(maxsize=64, typed=True)
+def residue_order(n: int, stride: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """perm [N]: positions sorted by (i mod stride, i // stride); seg [N]: the class (i mod stride) of each.
+
+    In that order, (i - j) mod stride = 0 means "same segment", and |i - j| = stride · |p_i - p_j|.
+    """
+    idx = torch.arange(n, device=device)
+    perm = torch.argsort((idx % stride) * n + idx // stride)
+    return perm, perm % stride
+
+
+@functools.lru_cache(maxsize=64, typed=True)
+def strided_parts(stride: int, window: int | None, n: int, device=None) -> tuple:
+    """The stride pattern as one part in residue order: contiguous segments, a band if bounded."""
+    perm, seg = residue_order(n, stride, device)
+    pattern = segments(seg, f"stride-class({stride})")
+    if window is not None:
+        pattern = and_masks(pattern, difference_band(-window, window, f"taps({window})"))
+    # Within a segment the order is monotone in the original position, so causality reads the same.
+    return (Part(pattern, causal_pattern, perm),)
 
 
 def strided_attention(
@@ -55,19 +80,21 @@ def strided_attention(
     |i - j| <= window · stride (and j <= i if causal).
 
     Note:
-        Bounded (dilated window): O(N · window · stride · D) on the blocked kernel, since a key block
-        holds taps of many queries. Unbounded: every block is touched, O(N² D / block-level), so use
-        it inside a union (sparse_transformer) or with a window.
+        The blocked kernel runs it in residue order (positions sorted by (i mod stride, i // stride)),
+        where each stride class is a contiguous segment: O(N² D / stride) unbounded, O(N · window · D)
+        bounded, never touching a block of another class.
     """
+    pattern = strided_pattern(stride, window)
+    parts = strided_parts(stride, window, q.shape[2], q.device)
     return sparse_attention(
-        q, k, v, strided_pattern(stride, window), mask=mask, causal=causal, scale=scale, dropout_p=dropout_p, backend=backend, block=block
+        q, k, v, pattern, mask=mask, causal=causal, scale=scale, dropout_p=dropout_p, backend=backend, block=block, parts=parts
     )
 
 
 class Strided(PatternCore):
     info = MechanismInfo(
         paper="Child et al. 2019, arxiv.org/abs/1904.10509; dilation: Beltagy et al. 2020, arxiv.org/abs/2004.05150",
-        complexity="O(N·w·s·D) bounded (dilated window); O(N²·D) unbounded on contiguous blocks",
+        complexity="O(N²·D / s) unbounded, O(N·w·D) bounded (run in residue order)",
         causal=True,
         mask=True,
     )
@@ -78,3 +105,6 @@ class Strided(PatternCore):
 
     def pattern(self, n, heads, device):
         return strided_pattern(self.config.stride, self.config.window)
+
+    def parts(self, n, device):
+        return strided_parts(self.config.stride, self.config.window, n, device)
