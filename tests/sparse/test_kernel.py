@@ -69,7 +69,10 @@ def test_any_block_size(block):
     _case(local_attention, dict(window=9), 113, 8, "middle", True, block)
 
 
-@pytest.mark.parametrize("name,fn,opts", MECHANISMS[:6], ids=[m[0] for m in MECHANISMS[:6]])
+GRADCHECK = MECHANISMS[:8]  # includes both sparse_transformer modes: two parts merged by log-sum-exp
+
+
+@pytest.mark.parametrize("name,fn,opts", GRADCHECK, ids=[m[0] for m in GRADCHECK])
 def test_gradcheck_with_dropout(name, fn, opts):
     """Finite differences against the analytic backward, with dropout: the same seed draws the same mask."""
     q, k, v = make_qkv(1, 2, 21, 4)
@@ -151,7 +154,9 @@ def test_low_precision_error_at_most_twice_the_naive_path(name, fn, opts, dtype)
     assert (kernel_out.double() - exact).abs().max() <= 2 * naive_err + 1e-6
 
 
-@pytest.mark.parametrize("name,fn,opts", [MECHANISMS[2], MECHANISMS[8], MECHANISMS[9]], ids=["strided", "longformer", "bigbird"])
+@pytest.mark.parametrize(
+    "name,fn,opts", [MECHANISMS[2], MECHANISMS[7], MECHANISMS[8], MECHANISMS[9]], ids=["strided", "st-fixed", "longformer", "bigbird"]
+)
 def test_masks_recomputed_per_chunk_when_over_budget(name, fn, opts, monkeypatch):
     """Past the mask-storage budget the kernel recomputes partial-block masks from mask_mod: same result."""
     import attnzoo.sparse.layout as layout_module

@@ -111,21 +111,29 @@ def measure(point: Point) -> dict:
             exact = full_attention(q, k, v)
             approx = core(q, k, v)
             result["rel_error_vs_full"] = float((approx - exact).norm() / exact.norm())
-    layout_pairs = _pairs(core, point)
+    layout_pairs = pairs_of(core, point)
     if layout_pairs is not None:
         result["touched_pairs"], result["allowed_block_pairs"] = layout_pairs
     return result
 
 
-def _pairs(core, point: Point):
-    """(computed, allowed-block) (query, key) pairs of a sparse layout, or None for other mechanisms."""
+def pairs_of(core, point: Point):
+    """(computed, allowed-block) (query, key) pairs of a sparse core's layouts, or None for other mechanisms.
+
+    Cores that run as parts in their own position orders (sparse.union) are counted part by part.
+    """
     if not hasattr(core, "pattern"):
         return None
     from attnzoo.sparse.layout import build_layout
 
+    cpu = torch.device("cpu")
     n = point.n + getattr(core.config, "num_tokens", 0)  # learned global tokens lengthen the sequence
-    layout = build_layout(core.pattern(n, point.heads, torch.device("cpu")), n, core.config.block, point.heads, torch.device("cpu"))
-    return layout.touched_pairs(point.heads) * point.batch, layout.allowed_block_pairs(point.heads) * point.batch
+    parts = core.parts(n, cpu)
+    patterns = [p.pattern for p in parts] if parts is not None else [core.pattern(n, point.heads, cpu)]
+    layouts = [build_layout(p, n, core.config.block, point.heads, cpu) for p in patterns]
+    touched = sum(layout.touched_pairs(point.heads) for layout in layouts)
+    allowed = sum(layout.allowed_block_pairs(point.heads) for layout in layouts)
+    return touched * point.batch, allowed * point.batch
 
 
 def measure_in_fresh_process(point: Point, timeout_s: float | None = None) -> dict:

@@ -7,7 +7,7 @@ Backends:
     "flex":    compiled FlexAttention with a BlockMask from the pattern's layout at block 128
                (CUDA forward and backward; CPU forward only, compiled). ``block`` is ignored.
     "dense":   the masked reference, O(N²): for tests and pictures.
-    "auto":    flex on CUDA, blocked everywhere else.
+    "auto":    flex on CUDA (unless the pattern comes as parts), blocked everywhere else.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def sparse_attention(
     scale = resolve_scale(scale, q.shape[-1], where)
     if causal:
         pattern = and_masks(pattern, causal_pattern)
-    backend = _choose_backend(backend, q, k, v, dropout_p, where)
+    backend = _choose_backend(backend, q, k, v, dropout_p, where, has_parts=parts is not None)
     n, heads = q.shape[2], q.shape[1]
     if backend == "dense":
         allowed = visible_keys(mask, materialize_heads(pattern, n, heads, device=q.device))
@@ -81,11 +81,12 @@ def sparse_attention(
     return blocked_attention(q, k, v, layout, key_valid=mask, scale=scale, dropout_p=dropout_p)
 
 
-def _choose_backend(backend: str, q: Tensor, k: Tensor, v: Tensor, dropout_p: float, where: str) -> str:
+def _choose_backend(backend: str, q: Tensor, k: Tensor, v: Tensor, dropout_p: float, where: str, has_parts: bool) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"{where}: backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        return "flex" if q.is_cuda and flex_available() and dropout_p == 0 else "blocked"
+        # Patterns given as parts are block-sparse only in their own orders; flex sees the natural one.
+        return "flex" if q.is_cuda and flex_available() and dropout_p == 0 and not has_parts else "blocked"
     if backend == "flex":
         if not flex_available():
             raise ValueError(f"{where}: this torch ({torch.__version__}) has no FlexAttention; use backend='blocked'")

@@ -112,10 +112,12 @@ class BlockLayout:
         """(query, key) pairs the kernel computes, summed over heads (at block granularity)."""
         total = 0
         for hl in self.heads:
-            blocks = sum(g.cols.numel() for g in hl.groups)
+            pairs = sum(g.cols.numel() for g in hl.groups) * self.block * self.block
             if hl.band is not None:
-                blocks += self.n_blocks * hl.band.width
-            total += blocks * self.block * self.block * (num_heads if hl.heads is None else len(hl.heads))
+                pairs += self.n_blocks * hl.band.width * self.block * self.block
+                if hl.band.extras is not None:
+                    pairs += self.n_blocks * self.block * len(hl.band.extras.pos)
+            total += pairs * (num_heads if hl.heads is None else len(hl.heads))
         return total
 
     def allowed_block_pairs(self, num_heads: int) -> int:
@@ -178,6 +180,8 @@ def _fold_shared_columns(pattern: Pattern, h: int, groups: list, band: Band, n: 
     if not shared:
         return groups, band
     group = max(shared, key=lambda g: len(g.rows))
+    if group.cols.shape[1] * block > 4 * EXTRA_KEYS:
+        return groups, band  # too many candidate keys: leave it a group (and skip a large transient mask)
     offsets = torch.arange(block, device=group.rows.device)
     allowed = _allowed(pattern, h, group.rows[:, None] * block + offsets, group.kv_pos, n)  # [R, block, S · block]
     pos = group.kv_pos[0][allowed.any(dim=1).any(dim=0)]

@@ -41,6 +41,9 @@ def union_attention(
     """
     n, heads = q.shape[2], q.shape[1]
     outs, lses = [], []
+    if len(parts) == 1 and parts[0].perm is None:
+        pattern = and_masks(parts[0].pattern, parts[0].causal) if causal else parts[0].pattern
+        return blocked_attention(q, k, v, build_layout(pattern, n, block, heads, q.device), key_valid=mask, scale=scale, dropout_p=dropout_p)
     for part in parts:
         qq, kk, vv, mm = q, k, v, mask
         if part.perm is not None:
@@ -54,7 +57,7 @@ def union_attention(
             out, lse = out.index_select(2, inverse), lse.index_select(2, inverse)
         outs.append(out)
         lses.append(lse)
-    return merge_by_lse(outs, lses)
+    return outs[0] if len(parts) == 1 else merge_by_lse(outs, lses)
 
 
 def merge_by_lse(outs: list[Tensor], lses: list[Tensor]) -> Tensor:
