@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from attnzoo.registry import describe, list_mechanisms, make_config
+from attnzoo.registry import list_mechanisms, make_config
 
 ERROR_MAX_N = 4096  # exact attention for the error column only up to here
 
@@ -322,7 +322,3 @@ def table(rows: list[dict]) -> str:
             f"{(row['peak_rss_bytes'] or 0) / 2**20:>9.0f} {'-' if err is None else f'{err:.3f}':>8}"
         )
     return "\n".join(lines)
-
-
-def describe_rows(names) -> dict:
-    return {name: describe(name) for name in names}
