@@ -9,7 +9,7 @@ from attnzoo.core.masks import materialize
 from attnzoo.sparse.layout import build_layout
 from attnzoo.sparse.sparse_transformer import sparse_transformer_parts, sparse_transformer_pattern
 from attnzoo.sparse.strided import strided_parts, strided_pattern
-from attnzoo.sparse.union import merge_by_lse
+from attnzoo.sparse.kernel import merge_by_lse
 
 N = 50
 CASES = [
@@ -81,10 +81,10 @@ def test_merge_by_lse_is_one_softmax_over_the_union():
     split = [slice(0, 4), slice(4, 10)]
     outs = [torch.softmax(s[:, sl], -1) @ v[sl] for sl in split]
     lses = [torch.logsumexp(s[:, sl], -1) / torch.log(torch.tensor(2.0, dtype=torch.float64)) for sl in split]
-    torch.testing.assert_close(merge_by_lse(outs, lses), torch.softmax(s, -1) @ v)
+    torch.testing.assert_close(merge_by_lse(outs, lses)[0], torch.softmax(s, -1) @ v)
     # A part that saw nothing (lse = -inf, output 0) changes nothing and yields finite gradients.
     empty_lse = torch.full((3,), float("-inf"), dtype=torch.float64, requires_grad=True)
-    merged = merge_by_lse(outs + [torch.zeros(3, 4, dtype=torch.float64)], lses + [empty_lse])
+    merged, _ = merge_by_lse(outs + [torch.zeros(3, 4, dtype=torch.float64)], lses + [empty_lse])
     torch.testing.assert_close(merged, torch.softmax(s, -1) @ v)
     merged.sum().backward()
     assert torch.isfinite(empty_lse.grad).all()

@@ -257,13 +257,8 @@ def _group_forward(qs, k, v, key_bias, group: BlockGroup, heads, block, out, lse
             p = p * _keep(p, _generator(seed, ("group", tag, c), p.device), dropout_p)
         o = _rows_mm(p, v_sel).div_(total)  # [B, h, R, block, D]
         # Merge with what the band (or nothing) already wrote for these rows, by log-sum-exp.
-        o_prev, lse_prev = _take(out, sel, rows, block), _take(lse, sel, rows, block)
-        lse_new = torch.logaddexp2(lse_prev, lse_c)
-        finite = torch.isfinite(lse_new)
-        safe = torch.where(finite, lse_new, torch.zeros_like(lse_new))
-        w_prev = torch.where(finite, torch.exp2(lse_prev - safe), torch.zeros_like(safe))[..., None]
-        w_new = torch.where(finite, torch.exp2(lse_c - safe), torch.zeros_like(safe))[..., None]
-        _put(out, sel, rows, o_prev * w_prev.to(o.dtype) + o * w_new.to(o.dtype), block)
+        merged, lse_new = merge_by_lse([_take(out, sel, rows, block), o], [_take(lse, sel, rows, block), lse_c])
+        _put(out, sel, rows, merged, block)
         _put(lse, sel, rows, lse_new, block)
 
 
@@ -292,6 +287,24 @@ def _group_backward(qs, k, v, key_bias, grad_out, lse, delta, group: BlockGroup,
 
 # ----------------------------------------------------------------------------------------------
 # Shared pieces.
+
+
+def merge_by_lse(outs: list[Tensor], lses: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Merge partial attentions over disjoint key sets: (Σ_c out_c · 2^(lse_c - lse), lse = log2 Σ_c 2^lse_c).
+
+    outs: [..., D]; lses: [...] base 2, -inf where a part saw no key (its output is then 0). The
+    merged lse is -inf where no part saw a key. Safe under autograd: -inf is replaced by a huge
+    negative finite value, so neither the merge nor its gradient meets -inf - (-inf).
+    """
+    seen = torch.isfinite(lses[0])
+    for x in lses[1:]:
+        seen = seen | torch.isfinite(x)
+    lses = [torch.where(torch.isfinite(x), x, torch.full_like(x, -1e30)) for x in lses]
+    lse = lses[0]
+    for other in lses[1:]:
+        lse = torch.logaddexp2(lse, other)
+    out = sum(o * torch.exp2(part - lse)[..., None].to(o.dtype) for o, part in zip(outs, lses))
+    return out, torch.where(seen, lse, torch.full_like(lse, float("-inf")))
 
 
 def _rows_mm(x: Tensor, y: Tensor) -> Tensor:

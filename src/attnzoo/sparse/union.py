@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from attnzoo.core.masks import Pattern, and_masks
-from attnzoo.sparse.kernel import blocked_attention
+from attnzoo.sparse.kernel import blocked_attention, merge_by_lse
 from attnzoo.sparse.layout import build_layout
 
 
@@ -57,17 +57,4 @@ def union_attention(
             out, lse = out.index_select(2, inverse), lse.index_select(2, inverse)
         outs.append(out)
         lses.append(lse)
-    return outs[0] if len(parts) == 1 else merge_by_lse(outs, lses)
-
-
-def merge_by_lse(outs: list[Tensor], lses: list[Tensor]) -> Tensor:
-    """Σ_c out_c · 2^(lse_c - lse) with lse = log2 Σ_c 2^lse_c (base-2 lse per part, [B, H, N]).
-
-    A part that saw no key has lse = -inf and output 0; it is given a huge negative finite lse so
-    that neither the merge nor its gradient meets -inf - (-inf).
-    """
-    lses = [torch.where(torch.isfinite(x), x, torch.full_like(x, -1e30)) for x in lses]
-    lse = lses[0]
-    for other in lses[1:]:
-        lse = torch.logaddexp2(lse, other)
-    return sum(out * torch.exp2(part - lse)[..., None].to(out.dtype) for out, part in zip(outs, lses))
+    return outs[0] if len(parts) == 1 else merge_by_lse(outs, lses)[0]
