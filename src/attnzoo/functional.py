@@ -2,6 +2,11 @@
 
 from attnzoo.core.full import additive_attention, full_attention
 from attnzoo.core.reference import reference_attention
+from attnzoo.kernel.efficient import efficient_attention, efficient_step
+from attnzoo.kernel.feature_attention import feature_attention, feature_attention_step, reference_feature_attention
+from attnzoo.kernel.linear import linear_attention
+from attnzoo.kernel.performer import performer_attention, performer_relu_attention, performer_trig_attention
+from attnzoo.kernel.rfa import rfa_attention
 from attnzoo.sparse.attention import sparse_attention
 from attnzoo.sparse.bigbird import bigbird_attention
 from attnzoo.sparse.global_tokens import global_attention
@@ -13,6 +18,16 @@ from attnzoo.sparse.sparse_transformer import sparse_transformer_attention
 from attnzoo.sparse.strided import strided_attention
 
 __all__ = [
+    "efficient_attention",
+    "efficient_step",
+    "feature_attention",
+    "feature_attention_step",
+    "linear_attention",
+    "performer_attention",
+    "performer_relu_attention",
+    "performer_trig_attention",
+    "reference_feature_attention",
+    "rfa_attention",
     "additive_attention",
     "bigbird_attention",
     "full_attention",

@@ -9,6 +9,10 @@ from torch import nn
 
 from attnzoo.core.full import Full, FullConfig
 from attnzoo.core.multihead import MultiHeadAttention
+from attnzoo.kernel.efficient import Efficient, EfficientConfig
+from attnzoo.kernel.linear import Linear, LinearConfig
+from attnzoo.kernel.performer import Performer, PerformerConfig
+from attnzoo.kernel.rfa import RFA, RFAConfig
 from attnzoo.sparse.bigbird import BigBird, BigBirdConfig
 from attnzoo.sparse.global_tokens import Global, GlobalConfig
 from attnzoo.sparse.heads import Heads, HeadsConfig
@@ -28,6 +32,10 @@ REGISTRY = {
     "longformer": (LongformerConfig, Longformer),
     "bigbird": (BigBirdConfig, BigBird),
     "heads": (HeadsConfig, Heads),
+    "linear": (LinearConfig, Linear),
+    "efficient": (EfficientConfig, Efficient),
+    "performer": (PerformerConfig, Performer),
+    "rfa": (RFAConfig, RFA),
 }
 
 _FAMILY = {"core": "exact"}  # package folder -> family name, where they differ

@@ -37,3 +37,18 @@ class MultiHeadAttention(nn.Module):
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
         y = self.core(q, k, v, mask=mask)
         return self.out(rearrange(y, "b h n d -> b n (h d)"))
+
+    def step(self, x: Tensor, state=None):
+        """Decode one token at constant memory: x [B, C], the state from the previous token (None at
+        the first) -> (y [B, C], new state). Equals ``forward`` on the whole causal sequence, token
+        by token; only cores with a recurrent form (the kernel family) have it."""
+        if not hasattr(self.core, "step"):
+            raise ValueError(
+                f"{type(self.core).__name__.lower()} has no recurrent form; token-by-token decoding needs a kernel "
+                "mechanism (linear, efficient, performer, rfa) built with causal=True"
+            )
+        if x.dim() != 2 or x.shape[-1] != self.dim:
+            raise ValueError(f"MultiHeadAttention.step: x must be one token [B, C={self.dim}], got {tuple(x.shape)}")
+        q, k, v = rearrange(self.qkv(x), "b (three h d) -> three b h d", three=3, h=self.heads)
+        y, state = self.core.step(q, k, v, state)
+        return self.out(rearrange(y, "b h d -> b (h d)")), state

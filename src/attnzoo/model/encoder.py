@@ -40,6 +40,12 @@ class EncoderBlock(nn.Module):
         x = x + self.drop(self.attention(self.norm1(x), mask=mask))
         return x + self.drop(self.ffn(self.norm2(x)))
 
+    def step(self, x: Tensor, state=None):
+        """One token [B, C] through a causal recurrent attention layer -> ([B, C], new state)."""
+        y, state = self.attention.step(self.norm1(x), state)
+        x = x + self.drop(y)
+        return x + self.drop(self.ffn(self.norm2(x))), state
+
 
 class Encoder(nn.Module):
     """A stack of EncoderBlocks and a final norm; ``make_attention()`` builds each block's layer."""
@@ -55,6 +61,14 @@ class Encoder(nn.Module):
         for block in self.blocks:
             x = block(x, mask)
         return self.norm(x)
+
+    def step(self, x: Tensor, states: list | None = None):
+        """Decode one token [B, C] at constant memory -> ([B, C], per-block states). Equals ``forward``
+        on the causal sequence so far; needs attention with a recurrent form (the kernel family)."""
+        states = list(states) if states is not None else [None] * len(self.blocks)
+        for i, block in enumerate(self.blocks):
+            x, states[i] = block.step(x, states[i])
+        return self.norm(x), states
 
 
 @dataclass

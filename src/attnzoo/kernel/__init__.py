@@ -1,0 +1,1 @@
+"""Kernel attention: φ(Q)(φ(K)ᵀV) with linear, efficient, Performer and RFA features."""
