@@ -15,6 +15,7 @@ from attnzoo.functional import (
     sparse_attention,
     strided_attention,
 )
+from attnzoo.functional import feature_attention, linear_attention, performer_attention, rfa_attention
 
 q = torch.randn(1, 2, 8, 4)
 
@@ -35,6 +36,12 @@ CALLS = [
     ("empty sequence", lambda: full_attention(q[:, :, :0], q[:, :, :0], q[:, :, :0]), "N=0"),
     ("plain predicate", lambda: sparse_attention(q, q, q, lambda b, h, i, j: i >= j), "needs an attnzoo Pattern"),
     ("bad dilation", lambda: longformer_attention(q, q, q, window=2, dilation="wide"), "dilation must hold ints"),
+    ("unknown feature map", lambda: linear_attention(q, q, q, feature_map="softplus"), "feature_map must be one of"),
+    ("chunk 0", lambda: linear_attention(q, q, q, causal=True, chunk=0), "chunk must be an integer >= 1"),
+    ("projection shape", lambda: performer_attention(q, q, q, torch.randn(8, 5)), r"projection must be \[M, D=4\]"),
+    ("gate without causal", lambda: rfa_attention(q, q, q, torch.randn(8, 4), gate_logits=q[..., 0]), "pass causal=True"),
+    ("rfa sigma", lambda: rfa_attention(q, q, q, torch.randn(8, 4), sigma=0.0), "sigma must be a float > 0"),
+    ("decay without causal", lambda: feature_attention(q, q, q, log_decay=q[..., 0]), "needs causal=True"),
 ]
 
 
@@ -56,6 +63,14 @@ BUILDS = [
     ("bad head option", dict(name="heads", patterns=("local:windw=2",)), "no option"),
     ("multi-dilation head", dict(name="heads", patterns=("local", "longformer:dilation=(1,2)")), "one dilation per longformer head"),
     ("additive with scale", dict(name="full", score="additive", scale=0.5), "scale applies to dot-product"),
+    ("nb_features 0", dict(name="performer", nb_features=0), "nb_features must be an integer >= 1"),
+    ("negative nb_features", dict(name="rfa", nb_features=-3), "nb_features must be an integer >= 1"),
+    ("unknown kernel", dict(name="performer", kernel="gauss"), "kernel must be 'softmax'"),
+    ("deterministic softmax", dict(name="performer", features="deterministic"), "for kernel='relu' only"),
+    ("deterministic with nb_features", dict(name="performer", kernel="relu", features="deterministic", nb_features=8), "drop nb_features"),
+    ("negative redraw", dict(name="performer", redraw_every=-1), "redraw_every must be"),
+    ("gated without causal", dict(name="rfa", gated=True), "causal=True or gated=False"),
+    ("unknown feature map", dict(name="linear", feature_map="tanh"), "feature_map must be one of"),
 ]
 
 
@@ -72,6 +87,15 @@ def test_layer_input_errors():
         layer(torch.randn(1, 12, 16))
     with pytest.raises(ValueError, match=r"\[B, N, C=16\]"):
         layer(torch.randn(1, 8, 15))
+
+
+def test_step_needs_a_recurrent_causal_layer():
+    with pytest.raises(ValueError, match="no recurrent form"):
+        attnzoo.build("local", dim=16, heads=2, causal=True).step(torch.randn(1, 16))
+    with pytest.raises(ValueError, match="build the layer with causal=True"):
+        attnzoo.build("performer", dim=16, heads=2).step(torch.randn(1, 16))
+    with pytest.raises(ValueError, match=r"one token \[B, C=16\]"):
+        attnzoo.build("linear", dim=16, heads=2, causal=True).step(torch.randn(1, 3, 16))
 
 
 def test_scalars_are_accepted_where_tuples_are_expected():

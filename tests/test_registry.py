@@ -23,6 +23,20 @@ SMALL = {
 }
 
 
+# Variants that change the computation path, run through the same contract as the names.
+VARIANTS = [
+    ("linear", dict(feature_map="identity")),
+    ("linear", dict(feature_map="relu")),
+    ("performer", dict(kernel="trig")),
+    ("performer", dict(kernel="relu")),
+    ("performer", dict(kernel="relu", features="deterministic")),
+    ("rfa", dict(gated=True)),  # causal only
+]
+CASES = [(name, {}) for name in NAMES] + VARIANTS
+CASE_IDS = [name + "".join(f"[{k}={v}]" for k, v in opts.items()) for name, opts in CASES]
+CAUSAL_ONLY = {"rfa[gated=True]"}
+
+
 def layer(name, causal=False, **extra):
     torch.manual_seed(0)
     return attnzoo.build(name, dim=DIM, heads=HEADS, causal=causal, **{**SMALL.get(name, {}), **extra}).double()
@@ -41,9 +55,13 @@ def test_registry_is_the_design_table_so_far():
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("name", NAMES)
-def test_shapes_and_gradients_reach_every_parameter(name, causal):
-    m = layer(name, causal)
+@pytest.mark.parametrize("name,opts", CASES, ids=CASE_IDS)
+def test_shapes_and_gradients_reach_every_parameter(name, opts, causal, request):
+    if not causal and any(c in request.node.name for c in CAUSAL_ONLY):
+        with pytest.raises(ValueError, match="causal"):
+            layer(name, causal, **opts)
+        return
+    m = layer(name, causal, **opts)
     x, mask = x_and_mask()
     x.requires_grad_(True)
     y = m(x, mask)
@@ -54,9 +72,9 @@ def test_shapes_and_gradients_reach_every_parameter(name, causal):
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_padding_content_does_not_change_real_outputs(name):
-    m = layer(name)
+@pytest.mark.parametrize("name,opts", CASES, ids=CASE_IDS)
+def test_padding_content_does_not_change_real_outputs(name, opts, request):
+    m = layer(name, any(c in request.node.name for c in CAUSAL_ONLY), **opts)
     x, mask = x_and_mask()
     y = m(x, mask)
     x2 = x.clone()
@@ -65,9 +83,9 @@ def test_padding_content_does_not_change_real_outputs(name):
     torch.testing.assert_close(y2[mask], y[mask], atol=1e-10, rtol=1e-10)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_causal_has_no_future_leakage(name):
-    m = layer(name, causal=True)
+@pytest.mark.parametrize("name,opts", CASES, ids=CASE_IDS)
+def test_causal_has_no_future_leakage(name, opts):
+    m = layer(name, causal=True, **opts)
     x, _ = x_and_mask(b=1)
     t = 20
     y = m(x)
@@ -76,10 +94,11 @@ def test_causal_has_no_future_leakage(name):
     torch.testing.assert_close(m(x2)[:, : t + 1], y[:, : t + 1], atol=1e-10, rtol=1e-10)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_deterministic_under_a_seed(name):
+@pytest.mark.parametrize("name,opts", CASES, ids=CASE_IDS)
+def test_deterministic_under_a_seed(name, opts, request):
+    causal = any(c in request.node.name for c in CAUSAL_ONLY)
     x, mask = x_and_mask()
-    torch.testing.assert_close(layer(name)(x, mask), layer(name)(x, mask), atol=0, rtol=0)
+    torch.testing.assert_close(layer(name, causal, **opts)(x, mask), layer(name, causal, **opts)(x, mask), atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("name", NAMES)
