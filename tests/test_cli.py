@@ -34,6 +34,16 @@ def test_show_reports_bad_options_without_a_traceback(capsys):
     assert "no option(s) ['windw']" in capsys.readouterr().err
 
 
+def test_show_cost_counts_both_multiplication_orders(capsys):
+    assert main(["show", "linear", "performer", "--cost", "--n", "256", "--head-dim", "16", "--opt", "performer.nb_features=40"]) == 0
+    out = capsys.readouterr().out
+    assert f"(M+E)·N² = {(16 + 16) * 256**2:.3g}" in out and f"2·M·E·N  = {2 * 16 * 16 * 256:.3g}" in out  # linear: M = d
+    assert f"(M+E)·N² = {(40 + 16) * 256**2:.3g}" in out and f"2·M·E·N  = {2 * 40 * 16 * 256:.3g}" in out  # performer: M = 40
+    assert out.count(" ms") == 4 and out.count("same result") == 2
+    assert main(["show", "local", "--cost"]) == 2
+    assert "kernel mechanisms" in capsys.readouterr().err
+
+
 def test_bench_writes_results_and_resumes(tmp_path, capsys):
     args = ["bench", "--names", "full", "local", "--n", "64", "--heads", "1", "--head-dim", "8", "--opt", "local.window=4", "--out", str(tmp_path)]
     assert main(args) == 0

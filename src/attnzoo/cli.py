@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--causal", action="store_true")
     show.add_argument("--out", type=Path, default=None, help="PNG path (default attnzoo-out/show-NAME.png)")
     show.add_argument(
+        "--cost", action="store_true", help="kernel mechanisms: multiply counts and measured times of (φQ φKᵀ)V against φQ(φKᵀV) at --n"
+    )
+    show.add_argument("--head-dim", type=int, default=64, help="head dim d for --cost (default 64)")
+    show.add_argument(
         "--opt", action="append", default=[], metavar="[NAME.]KEY=VALUE", help="mechanism option, repeatable (NAME. needed with several names)"
     )
 
@@ -80,6 +84,8 @@ def show_command(args) -> int:
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     options = _show_options(args.opt, args.names)
+    if args.cost:
+        return cost_command(args, options)
     panels = []
     for name in args.names:
         layer = build(name, dim=8 * args.heads, heads=args.heads, causal=args.causal, **options.get(name, {}))
@@ -91,6 +97,21 @@ def show_command(args) -> int:
             panels.append((title, pairs[h]))
     out = args.out or Path("attnzoo-out") / f"show-{'-'.join(args.names)}.png"
     print(f"wrote {draw_patterns(panels, out)}")
+    return 0
+
+
+def cost_command(args, options: dict) -> int:
+    from attnzoo.kernel.core import FeatureCore
+    from attnzoo.kernel.cost import format_cost, multiplication_order
+
+    if args.head_dim < 1:
+        raise ValueError(f"--head-dim must be >= 1, got {args.head_dim}")
+    for name in args.names:
+        layer = build(name, dim=args.head_dim, heads=1, **options.get(name, {}))
+        if not isinstance(layer.core, FeatureCore):
+            kernels = [n for n in list_mechanisms() if describe(n)["family"] == "kernel"]
+            raise ValueError(f"--cost compares multiplication orders of kernel mechanisms ({', '.join(kernels)}); {name} is not one")
+        print(format_cost(name, multiplication_order(args.n, layer.core.feature_dim(args.head_dim), args.head_dim)))
     return 0
 
 

@@ -125,3 +125,18 @@ def test_layer_and_encoder_decode_token_by_token(name):
         y, states = encoder.step(x[:, t], states)
         ys.append(y)
     torch.testing.assert_close(torch.stack(ys, 1), encoder(x), atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name,opts", CORES, ids=[c[0] for c in CORES])
+def test_implied_weights_are_the_map_the_output_uses(name, opts):
+    q, k, v = make_qkv(2, 2, 21, 60, requires_grad=False)
+    core = core_of(name, opts)
+    mask = torch.ones(2, 21, dtype=torch.bool)
+    mask[1, 15:] = False
+    w = core.implied_weights(q, k, mask)
+    assert w.shape == (2, 2, 21, 21)
+    torch.testing.assert_close((w @ v)[0], core(q, k, v, mask)[0], atol=1e-10, rtol=1e-10)
+    assert w.triu(1).abs().max() == 0, "causal: no weight on future keys"
+    assert w[1, :, :15, 15:].abs().max() == 0, "no weight on padded keys"
+    if core.normalize:
+        torch.testing.assert_close(w[0].sum(-1), torch.ones(2, 21, dtype=w.dtype), atol=1e-10, rtol=0)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from attnzoo.registry import list_mechanisms, make_config
+from attnzoo.registry import describe, list_mechanisms, make_config
 
 ERROR_MAX_N = 4096  # exact attention for the error column only up to here
 
@@ -37,10 +37,18 @@ class Point:
     threads: int = 2
     backward: bool = True
     options: dict = field(default_factory=dict)
+    causal: bool = False
+    label: str = ""  # display name in tables and plots (default: name, plus "causal"); not part of the key
 
     def key(self) -> str:
         opts = ",".join(f"{k}={self.options[k]}" for k in sorted(self.options))
-        return f"{self.name}[{opts}]|n={self.n}|b={self.batch}|h={self.heads}|d={self.head_dim}|{self.dtype}|t={self.threads}"
+        key = f"{self.name}[{opts}]|n={self.n}|b={self.batch}|h={self.heads}|d={self.head_dim}|{self.dtype}|t={self.threads}"
+        return key + ("|causal" if self.causal else "")
+
+
+def display_name(point: dict) -> str:
+    """A row's name in tables and plots: its label, or the mechanism name (+ " causal")."""
+    return point.get("label") or point["name"] + (" causal" if point.get("causal") else "")
 
 
 def _status(field_name: str) -> int | None:
@@ -72,7 +80,7 @@ def measure(point: Point) -> dict:
     torch.manual_seed(0)
     dtype = getattr(torch, point.dtype)
     config_cls, core_cls = REGISTRY[point.name]
-    core = core_cls(make_config(point.name, **point.options), heads=point.heads, head_dim=point.head_dim, causal=False, max_len=point.n)
+    core = core_cls(make_config(point.name, **point.options), heads=point.heads, head_dim=point.head_dim, causal=point.causal, max_len=point.n)
     core.eval()  # inference behaviour (no dropout) for timing and the error column
     shape = (point.batch, point.heads, point.n, point.head_dim)
     q, k, v = (torch.randn(shape, dtype=dtype, requires_grad=point.backward) for _ in range(3))
@@ -108,7 +116,7 @@ def measure(point: Point) -> dict:
         )
     if point.n <= ERROR_MAX_N:
         with torch.no_grad():
-            exact = full_attention(q, k, v)
+            exact = full_attention(q, k, v, causal=point.causal)
             approx = core(q, k, v)
             result["rel_error_vs_full"] = float((approx - exact).norm() / exact.norm())
     layout_pairs = pairs_of(core, point)
@@ -208,6 +216,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--forward-only", action="store_true")
+    parser.add_argument("--causal", action="store_true", help="causal attention (every mechanism must support it)")
     parser.add_argument("--opt", action="append", default=[], metavar="NAME.KEY=VALUE", help="option for one mechanism, repeatable")
     parser.add_argument("--out", type=Path, default=Path("attnzoo-out/bench"), help="folder for results.json and plots")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per point before it is recorded as timed out")
@@ -218,6 +227,10 @@ def bench_command(args) -> int:
     for name in names:
         if name not in list_mechanisms():
             raise ValueError(f"unknown mechanism {name!r}; choose from {', '.join(list_mechanisms())}")
+    if args.causal:
+        unsupported = [name for name in names if not describe(name)["causal"]]
+        if unsupported:
+            raise ValueError(f"--causal: {', '.join(unsupported)} cannot run causal; drop them from --names")
     if any(n < 1 for n in args.n):
         raise ValueError(f"--n values must be >= 1, got {args.n}")
     options = _per_name_options(args.opt, names)
@@ -225,7 +238,7 @@ def bench_command(args) -> int:
     results = Results(args.out / "results.json", meta)
     results.data["meta"] = meta
     points = [
-        Point(name, n, args.batch, args.heads, args.head_dim, args.dtype, args.threads, not args.forward_only, options.get(name, {}))
+        Point(name, n, args.batch, args.heads, args.head_dim, args.dtype, args.threads, not args.forward_only, options.get(name, {}), args.causal)
         for name in names
         for n in sorted(args.n)
     ]
@@ -296,29 +309,29 @@ def _fmt(value, unit=""):
 def _row_line(row: dict) -> str:
     p = row["point"]
     if "error" in row:
-        return f"{p['name']:<20} N={p['n']:<7} {row['error']}"
+        return f"{display_name(p):<20} N={p['n']:<7} {row['error']}"
     mem = row.get("peak_rss_bytes")
     return (
-        f"{p['name']:<20} N={p['n']:<7} fwd {_fmt(row['forward_ms'], ' ms'):>10}  fwd+bwd {_fmt(row.get('forward_backward_ms'), ' ms'):>10}"
+        f"{display_name(p):<20} N={p['n']:<7} fwd {_fmt(row['forward_ms'], ' ms'):>10}  fwd+bwd {_fmt(row.get('forward_backward_ms'), ' ms'):>10}"
         f"  peak {_fmt(mem / 2**20 if mem else None, ' MiB'):>11}  err {row.get('rel_error_vs_full', float('nan')):.3g}"
     )
 
 
 def table(rows: list[dict]) -> str:
     """Terminal table: one line per point, grouped by mechanism, with speed-up over full at the same N."""
-    full = {r["point"]["n"]: r for r in rows if r["point"]["name"] == "full" and "error" not in r}
-    lines = [f"{'mechanism':<20} {'N':>7} {'fwd ms':>10} {'fwd+bwd ms':>11} {'vs full':>8} {'peak MiB':>9} {'rel err':>8}"]
-    for row in sorted(rows, key=lambda r: (r["point"]["name"], r["point"]["n"])):
+    full = {(r["point"]["n"], r["point"].get("causal", False)): r for r in rows if r["point"]["name"] == "full" and "error" not in r}
+    lines = [f"{'mechanism':<24} {'N':>7} {'fwd ms':>10} {'fwd+bwd ms':>11} {'vs full':>8} {'peak MiB':>9} {'rel err':>8}"]
+    for row in sorted(rows, key=lambda r: (display_name(r["point"]), r["point"]["n"])):
         p = row["point"]
         if "error" in row:
-            lines.append(f"{p['name']:<20} {p['n']:>7}  {row['error']}")
+            lines.append(f"{display_name(p):<24} {p['n']:>7}  {row['error']}")
             continue
         fb = row.get("forward_backward_ms")
-        ref = full.get(p["n"], {}).get("forward_backward_ms")
+        ref = full.get((p["n"], p.get("causal", False)), {}).get("forward_backward_ms")
         speedup = f"{ref / fb:.1f}x" if fb and ref else "-"
         err = row.get("rel_error_vs_full")
         lines.append(
-            f"{p['name']:<20} {p['n']:>7} {row['forward_ms']:>10.1f} {_fmt(fb):>11} {speedup:>8} "
+            f"{display_name(p):<24} {p['n']:>7} {row['forward_ms']:>10.1f} {_fmt(fb):>11} {speedup:>8} "
             f"{(row['peak_rss_bytes'] or 0) / 2**20:>9.0f} {'-' if err is None else f'{err:.3f}':>8}"
         )
     return "\n".join(lines)

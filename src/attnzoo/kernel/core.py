@@ -26,6 +26,11 @@ class FeatureCore(nn.Module):
     def features(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
+    def feature_dim(self, head_dim: int) -> int:
+        """M: features per query/key."""
+        x = torch.zeros(1, head_dim)
+        return self.features(x, x)[0].shape[-1]
+
     def log_decay(self, k: Tensor) -> Tensor | None:
         return None
 
@@ -35,6 +40,16 @@ class FeatureCore(nn.Module):
             raise ValueError(f"{type(self).__name__.lower()}: step decodes causal attention; build the layer with causal=True")
         phi_q, phi_k = self.features(q, k)
         return feature_attention_step(phi_q, phi_k, v, state, normalize=self.normalize, log_decay=self.log_decay(k))
+
+    @torch.no_grad()
+    def implied_weights(self, q: Tensor, k: Tensor, mask: Tensor | None = None) -> Tensor:
+        """[B, H, N, N]: the attention matrix the mechanism implies but never forms (for pictures, small N).
+
+        Every kernel mechanism is linear in v, so running it on v = I_N returns that matrix's rows.
+        """
+        b, h, n, _ = q.shape
+        eye = torch.eye(n, dtype=q.dtype, device=q.device).expand(b, h, n, n)
+        return self(q, k, eye, mask=mask)
 
     def computed_pairs(self, n: int) -> Tensor:
         """Bool [1, N, N]: every pair is in the implied map (lower triangle if causal), none computed one by one."""

@@ -118,6 +118,9 @@ class Efficient(FeatureCore):
     def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
         return efficient_attention(q, k, v, mask=mask, causal=self.causal, chunk=self.config.chunk)
 
+    def feature_dim(self, head_dim: int) -> int:
+        return head_dim  # the softmax over q's features keeps all D of them
+
     def step(self, q: Tensor, k: Tensor, v: Tensor, state: EfficientState | None) -> tuple[Tensor, EfficientState]:
         if not self.causal:
             raise ValueError("efficient: step decodes causal attention; build the layer with causal=True")

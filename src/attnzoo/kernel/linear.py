@@ -22,7 +22,7 @@ from attnzoo.kernel.features import FEATURE_MAPS, FeatureMap
 
 @dataclass
 class LinearConfig:
-    feature_map: str = "elu"  # "elu" (elu + 1), "relu", or "identity" (no softmax: exactly (QKᵀ)V)
+    feature_map: str | Callable[[Tensor], Tensor] = "elu"  # "elu" (elu + 1), "relu", "identity" (exactly (QKᵀ)V), or a function
     normalize: bool | None = None  # divide by φ(q)·Σφ(k); None = yes, except for "identity"
     chunk: int = 64  # causal prefix sums: positions per chunk
 

@@ -15,14 +15,16 @@ def plot_scaling(rows: list[dict], path: str | Path, *, title: str = "") -> Path
     by_name: dict[str, list[dict]] = {}
     for row in rows:
         if "error" not in row:
-            by_name.setdefault(row["point"]["name"], []).append(row)
+            p = row["point"]
+            by_name.setdefault(p.get("label") or p["name"] + (" causal" if p.get("causal") else ""), []).append(row)
     for ax, (field, label) in zip(axes, panels):
         for name, rs in sorted(by_name.items()):
             rs = sorted((r for r in rs if r.get(field)), key=lambda r: r["point"]["n"])
             if not rs:
                 continue
             scale = 1 / 2**20 if field == "peak_rss_bytes" else 1.0
-            ax.plot([r["point"]["n"] for r in rs], [r[field] * scale for r in rs], marker="o", label=name)
+            style = "--" if rs[0]["point"].get("causal") else "-"
+            ax.plot([r["point"]["n"] for r in rs], [r[field] * scale for r in rs], style, marker="o", label=name)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("sequence length N")
