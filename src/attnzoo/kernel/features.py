@@ -46,28 +46,35 @@ def gaussian_projection(
     return (directions * lengths).to(dtype)
 
 
+def _affine(x: Tensor, w: Tensor, bias: Tensor) -> Tensor:
+    """x [..., K] @ wᵀ [K, M] + bias [M] as one GEMM (the bias add fused into it) -> [..., M]."""
+    return torch.addmm(bias, x.reshape(-1, x.shape[-1]), w.T).view(*x.shape[:-1], w.shape[0])
+
+
 def softmax_kernel_features(x: Tensor, projection: Tensor, *, role: Role) -> Tensor:
     """FAVOR+ positive random features: E_w[φ(x)·φ(y)] = exp(x·y). x: [..., D]; projection: [M, D] -> [..., M].
 
     Equivalent to (role="raw"): φ(x)_i = exp(w_i·x − |x|²/2) / √M.
 
     Note:
-        role="key" moves the constant exp(|w_i|²/2) of each feature onto the query side, so key
-        features are exp(−|w_i − k|²/2) ≤ 1: no overflow, and no dependence on other keys (causal
-        attention cannot see the future through a stabilizer, and a recurrent state stays valid
-        across calls). role="query" then subtracts each query's largest exponent, which cancels
-        in the normalized output. The product φ(q)·φ(k) over query/key roles differs from the raw
-        one only by that per-query factor.
+        For normalized attention, query and key roles return φ up to factors that cancel: a
+        constant, and for queries a per-query one. Keys get exp(w_i·k − |k|²/2 − |w_i|²/2) =
+        exp(−|w_i − k|²/2) ≤ 1: no overflow, and no dependence on other keys (so causal attention
+        cannot see the future through a stabilizer, and a recurrent state stays valid across
+        calls). Queries get the matching exp(w_i·q + |w_i|²/2) less their largest exponent.
+        Each is one GEMM (with the bias fused) and one exp over the [.., M] features.
     """
-    m, projection = projection.shape[0], projection.to(x.dtype)
-    sq = x.square().sum(-1, keepdim=True) / 2
-    logits = x @ projection.T - sq  # [..., M]
+    m, w = projection.shape[0], projection.to(x.dtype)
+    half_sq_w = w.square().sum(-1) / 2  # [M]
+    if role == "raw":
+        return torch.exp(x @ w.T - x.square().sum(-1, keepdim=True) / 2) / math.sqrt(m)
     if role == "key":
-        logits = logits - projection.square().sum(-1) / 2
-    elif role == "query":
-        logits = logits + projection.square().sum(-1) / 2
-        logits = logits - logits.amax(-1, keepdim=True).detach()
-    return torch.exp(logits) / math.sqrt(m)
+        # −|k|²/2 enters the same GEMM as an extra input column against a constant −1/2 row
+        x_aug = torch.cat([x, x.square().sum(-1, keepdim=True)], dim=-1)
+        w_aug = torch.cat([w, w.new_full((m, 1), -0.5)], dim=-1)
+        return torch.exp(_affine(x_aug, w_aug, -half_sq_w))
+    logits = _affine(x, w, half_sq_w)
+    return torch.exp(logits - logits.amax(-1, keepdim=True).detach())
 
 
 def trig_kernel_features(x: Tensor, projection: Tensor, *, role: Role) -> Tensor:
@@ -77,15 +84,16 @@ def trig_kernel_features(x: Tensor, projection: Tensor, *, role: Role) -> Tensor
 
     Note:
         Sign-indefinite, so the normalizer can pass through zero: the instability FAVOR+ fixes.
-        role="query" drops exp(|q|²/2), which cancels in the normalized output; keys keep it and
-        overflow float32 for |k|² > ~176 (after the scale).
+        Query and key roles drop the constant 1/√M, and queries their exp(|q|²/2), which cancel
+        in the normalized output; keys keep exp(|k|²/2) and overflow float32 for |k|² > ~176
+        (after the scale).
     """
-    m = projection.shape[0]
     proj = x @ projection.to(x.dtype).T
-    feats = torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1) / math.sqrt(m)
+    feats = torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
     if role == "query":
         return feats
-    return feats * torch.exp(x.square().sum(-1, keepdim=True) / 2)
+    feats = feats * torch.exp(x.square().sum(-1, keepdim=True) / 2)
+    return feats / math.sqrt(projection.shape[0]) if role == "raw" else feats
 
 
 def relu_kernel_features(x: Tensor, projection: Tensor | None, *, epsilon: float) -> Tensor:

@@ -21,7 +21,7 @@ from attnzoo.core.checks import check_int, check_mask, check_qkv
 from attnzoo.core.info import MechanismInfo
 from attnzoo.kernel.core import FeatureCore
 from attnzoo.kernel.feature_attention import KernelState, feature_attention, feature_inputs
-from attnzoo.kernel.features import fourier_features, gaussian_projection
+from attnzoo.kernel.features import gaussian_projection
 
 
 @dataclass
@@ -36,9 +36,18 @@ class RFAConfig:
 
 
 def rfa_features(q: Tensor, k: Tensor, projection: Tensor, *, sigma: float) -> tuple[Tensor, Tensor]:
-    """Random Fourier features of l2-normalized q, k [..., D] with frequencies projection / σ -> [..., 2M]."""
-    w = projection / sigma
-    return fourier_features(F.normalize(q, dim=-1), w), fourier_features(F.normalize(k, dim=-1), w)
+    """Random Fourier features of l2-normalized q, k [..., D] with frequencies projection / σ -> [..., 2M].
+
+    Equivalent to: fourier_features(q̂, projection / σ), and the same for k̂, without the constant
+    1/√M (it cancels in the normalized output).
+    """
+    w = (projection / sigma).to(q.dtype)
+
+    def phi(x: Tensor) -> Tensor:
+        proj = F.normalize(x, dim=-1) @ w.T
+        return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
+
+    return phi(q), phi(k)
 
 
 def rfa_attention(
