@@ -59,3 +59,22 @@ def test_bench_writes_results_and_resumes(tmp_path, capsys):
     assert main(args) == 0
     after = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert {k: r["forward_ms"] for k, r in after.items()} == before
+
+
+def test_bench_causal_points_are_their_own_rows(tmp_path, capsys):
+    args = ["bench", "--names", "full", "linear", "--n", "64", "--heads", "1", "--head-dim", "8", "--causal", "--out", str(tmp_path)]
+    assert main(args) == 0
+    rows = list(json.loads((tmp_path / "results.json").read_text())["rows"].values())
+    assert len(rows) == 2 and all(r["point"]["causal"] and r["key"].endswith("|causal") for r in rows)
+    linear = next(r for r in rows if r["point"]["name"] == "linear")
+    # against causal exact attention on the point's inputs (seed 0), not the non-causal one
+    from attnzoo.functional import full_attention, linear_attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 1, 64, 8) for _ in range(3))
+    exact = full_attention(q, k, v, causal=True)
+    want = float((linear_attention(q, k, v, causal=True) - exact).norm() / exact.norm())
+    assert abs(linear["rel_error_vs_full"] - want) < 1e-5
+    out = capsys.readouterr().out
+    assert "linear causal" in out and "full causal" in out
+    assert main(["bench", "--names", "linear", "--causal", "--n", "64", "--out", str(tmp_path)]) == 0  # resumes: nothing new

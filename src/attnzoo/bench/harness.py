@@ -203,12 +203,12 @@ class Results:
         return list(self.data["rows"].values())
 
 
-DEFAULT_NAMES = ("full", "local", "longformer", "bigbird", "sparse_transformer", "strided", "global", "random")
+DEFAULT_NAMES = ("full", "local", "longformer", "bigbird", "sparse_transformer", "strided", "global", "random", "linear", "efficient", "performer", "rfa")
 DEFAULT_NS = (512, 1024, 2048, 4096)
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--names", nargs="+", default=list(DEFAULT_NAMES), help="mechanisms (default: the sparse family and full)")
+    parser.add_argument("--names", nargs="+", default=list(DEFAULT_NAMES), help="mechanisms (default: full, the sparse and the kernel families)")
     parser.add_argument("--n", nargs="+", type=int, default=list(DEFAULT_NS), help="sequence lengths")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--heads", type=int, default=4)
