@@ -8,7 +8,8 @@ N = 1K .. 256K, causal and not; and the causal prefix-sum path against the publi
 Each point runs in a fresh process (peak memory is that process's), B=1, H=4, D=64, float32,
 2 threads; times are medians after warm-up. Writes benchmarks/results/kernel_attention.json and
 kernel_attention.png, then prints the targets: fwd+bwd speed-ups over full at 16K (causal and
-not), the exponent p of time ∝ N^p and memory ∝ N^p (least squares over N ≥ 4K), the 256K peak,
+not), the exponent p of time ∝ N^p and memory ∝ N^p (least squares over N ≥ 4K, and for time
+also over 64K..256K), the 256K peak,
 and the speed-up over performer-pytorch's causal path at 4K with the same features.
 """
 
@@ -97,6 +98,8 @@ def summary(rows: list[dict], vs_package: dict) -> dict:
                 continue
             entry = {
                 "time_exponent_fwd_bwd": exponent(mine, "forward_backward_ms"),
+                # the last interval, once every tensor is far out of cache
+                "time_exponent_fwd_bwd_64k_256k": exponent(mine, "forward_backward_ms", min_n=65536),
                 "memory_exponent": exponent(mine, "peak_above_inputs_bytes"),
             }
             full16, row16 = by.get(("full" + suffix, 16384)), by.get((name, 16384))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from einops import einsum
 from torch import Tensor
 
@@ -52,10 +53,11 @@ def efficient_attention(
     visible = real keys (and j ≤ i if causal).
 
     Note:
-        Causal: the per-feature normalizer Σ_{j≤i} exp(k_jd) is a log-cumulative-sum, folded into
-        the query side; the rest is an unnormalized causal linear attention on exp(k − ref) ≤ 1,
-        ref the largest key per feature. Exact unless, within one feature, a later key exceeds
-        everything an earlier query sees by more than ~80 (float32 overflow of exp(ref − log z)).
+        Causal: the per-feature normalizer z_i = Σ_{j≤i} exp(k_jd − ref_d), ref_d the largest key of
+        feature d, is a prefix sum folded into the query side (softmax(q)_d / z_id); the rest is an
+        unnormalized causal linear attention on exp(k − ref) ≤ 1. Exact unless, within one
+        feature, a later key exceeds every key an earlier query sees by more than ~87 (float32
+        underflow of exp(k − ref): that query then sees nothing through that feature).
     """
     check_qkv(q, k, v, "efficient_attention")
     check_mask(mask, q, "efficient_attention")
@@ -70,18 +72,29 @@ def efficient_attention(
         ref = torch.maximum(ref, initial_state.ref.to(work))
     ref = torch.where(torch.isfinite(ref), ref, torch.zeros_like(ref))
     phi_k = torch.exp(k - ref[:, :, None])  # [B, H, N, D], 0 at padding
-    log_z = torch.logcumsumexp(k, dim=2) if causal else torch.logsumexp(k, dim=2, keepdim=True)
+    # z_i = Σ_{j≤i} exp(k_j − ref): the key softmax's normalizer per feature, relative to ref
+    z = _cumsum_positions(phi_k, chunk) if causal else phi_k.sum(2, keepdim=True)
     kv0 = None
     if initial_state is not None:
-        log_z = torch.logaddexp(log_z, initial_state.log_z.to(work)[:, :, None])
+        z = z + torch.exp(initial_state.log_z.to(work) - ref)[:, :, None]
         kv0 = KernelState(initial_state.kv.to(work) * torch.exp(initial_state.ref.to(work) - ref)[..., None], None)
-    seen = torch.isfinite(log_z)  # False where a query sees no key yet: it gets zeros
-    safe_log_z = torch.where(seen, log_z, ref[:, :, None].expand_as(log_z))
-    phi_q = rho_q * torch.where(seen, torch.exp(ref[:, :, None] - safe_log_z), torch.zeros_like(safe_log_z))
+    seen = z > 0  # False where a query sees no key yet: it gets zeros
+    phi_q = rho_q * seen / torch.where(seen, z, torch.ones_like(z))
     out, state = feature_attention(phi_q, phi_k, v, causal=causal, normalize=False, chunk=chunk, initial_state=kv0, return_state=True)
     if not return_state:
         return out
-    return out, EfficientState(state.kv, log_z[:, :, -1], ref)
+    return out, EfficientState(state.kv, torch.log(z[:, :, -1]) + ref, ref)
+
+
+def _cumsum_positions(x: Tensor, chunk: int) -> Tensor:
+    """Inclusive cumsum along n of [B, H, N, D], in two cache-sized levels (chunks, then chunk totals)."""
+    b, h, n, d = x.shape
+    pad = (-n) % chunk
+    blocks = (F.pad(x, (0, 0, 0, pad)) if pad else x).view(b, h, (n + pad) // chunk, chunk, d)
+    inner = blocks.cumsum(3)
+    totals = inner[:, :, :, -1]  # [B, H, C, D]
+    before = totals.cumsum(2) - totals  # exclusive over chunks; exact 0 for the first
+    return (inner + before[:, :, :, None]).view(b, h, n + pad, d)[:, :, :n]
 
 
 def efficient_step(q: Tensor, k: Tensor, v: Tensor, state: EfficientState | None) -> tuple[Tensor, EfficientState]:

@@ -155,16 +155,16 @@ def _exclusive_prefix_sum(x: Tensor, group: int = 32) -> Tensor:
 
     Two levels: cumsum inside groups of ``group`` chunks, then across group totals. A single
     cumsum over thousands of chunks walks memory column by column (stride M·E), several times
-    slower on CPU than these cache-sized scans.
+    slower on CPU than these cache-sized scans. Two [B, H, C, M, E] tensors are allocated, no more.
     """
     b, h, c, m, e = x.shape
     pad = (-c) % group
-    blocks = F.pad(x, (0, 0, 0, 0, 0, pad)).view(b, h, (c + pad) // group, group, m, e)
+    blocks = (F.pad(x, (0, 0, 0, 0, 0, pad)) if pad else x).view(b, h, (c + pad) // group, group, m, e)
     inner = blocks.cumsum(3)  # inclusive within each group
     totals = inner[:, :, :, -1]  # [B, H, G, M, E]
     before = torch.cat([torch.zeros_like(totals[:, :, :1]), totals[:, :, :-1].cumsum(2)], dim=2)  # exclusive over groups
-    inclusive = (inner + before[:, :, :, None]).view(b, h, c + pad, m, e)[:, :, :c]
-    return torch.cat([torch.zeros_like(inclusive[:, :, :1]), inclusive[:, :, :-1]], dim=2)
+    exclusive = (inner - blocks).add_(before[:, :, :, None])  # inclusive minus self: exact 0 for a group's first
+    return exclusive.view(b, h, c + pad, m, e)[:, :, :c]
 
 
 def feature_attention_step(
