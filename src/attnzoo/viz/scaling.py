@@ -17,6 +17,9 @@ def plot_scaling(rows: list[dict], path: str | Path, *, title: str = "") -> Path
         if "error" not in row:
             p = row["point"]
             by_name.setdefault(p.get("label") or p["name"] + (" causal" if p.get("causal") else ""), []).append(row)
+    # one colour per mechanism, its causal run dashed in the same colour
+    bases = sorted({name.removesuffix(" causal") for name in by_name})
+    colors = {base: plt.get_cmap("tab10" if len(bases) <= 10 else "tab20")(i) for i, base in enumerate(bases)}
     for ax, (field, label) in zip(axes, panels):
         for name, rs in sorted(by_name.items()):
             rs = sorted((r for r in rs if r.get(field)), key=lambda r: r["point"]["n"])
@@ -24,7 +27,10 @@ def plot_scaling(rows: list[dict], path: str | Path, *, title: str = "") -> Path
                 continue
             scale = 1 / 2**20 if field == "peak_rss_bytes" else 1.0
             style = "--" if rs[0]["point"].get("causal") else "-"
-            ax.plot([r["point"]["n"] for r in rs], [r[field] * scale for r in rs], style, marker="o", label=name)
+            ax.plot(
+                [r["point"]["n"] for r in rs], [r[field] * scale for r in rs], style, marker="o", label=name,
+                color=colors[name.removesuffix(" causal")],
+            )
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("sequence length N")
