@@ -62,8 +62,8 @@ def main() -> None:
                     row = measure_in_fresh_process(point, timeout_s=1800)
                     results.add(row)
                     print(json.dumps({k: row.get(k) for k in ("key", "forward_ms", "forward_backward_ms", "peak_rss_bytes", "error")}), flush=True)
-    if "performer_pytorch" not in results.data:
-        results.data["performer_pytorch"] = run_child()
+    stored = json.loads(results.path.read_text()).get("performer_pytorch") if results.path.exists() else None
+    results.data["performer_pytorch"] = stored or run_child()  # measured once, like every point
     results.data["meta"] = {
         "command": "python benchmarks/kernel_attention.py",
         "matmul_gflops_before": round(rate_before, 1),
