@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -115,7 +116,7 @@ def summary(rows: list[dict], vs_package: dict) -> dict:
 def run_child() -> dict:
     """The performer-pytorch comparison in its own process (2 threads, nothing else loaded)."""
     env_cmd = [sys.executable, __file__, "--performer-pytorch-child"]
-    res = subprocess.run(env_cmd, capture_output=True, text=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "2"})
+    res = subprocess.run(env_cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
     lines = [line for line in res.stdout.strip().splitlines() if line.startswith("{")]
     if res.returncode != 0 or not lines:
         return {"error": (res.stderr or res.stdout).strip().splitlines()[-1:] or ["no output"]}

@@ -1,15 +1,19 @@
-"""What every kernel mechanism's module shares: the recurrent step on its own features, and the
-implied pairs for pictures.
+"""What every kernel mechanism's module shares: the recurrent step on its own features, the
+implied pairs for pictures, and (for random features) the projection, its draws and redraws.
 
 b batch, h heads, n positions, d head dim, m features, e value dim.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
+from attnzoo.core.checks import check_int
 from attnzoo.kernel.feature_attention import KernelState, feature_attention_step
+from attnzoo.kernel.features import gaussian_projection
 
 
 class FeatureCore(nn.Module):
@@ -55,3 +59,43 @@ class FeatureCore(nn.Module):
         """Bool [1, N, N]: every pair is in the implied map (lower triangle if causal), none computed one by one."""
         pairs = torch.ones(1, n, n, dtype=torch.bool)
         return pairs.tril() if self.causal else pairs
+
+
+class RandomFeatureCore(FeatureCore):
+    """A kernel core that owns a random projection [M, D] (a buffer shared by the heads, so it is
+    saved with the model). Draws come from its own generator, seeded by ``seed`` or else from
+    torch's global one; in training they are renewed every ``redraw_every`` forward passes
+    (0 = never), and on ``redraw()``. ``draw=False`` keeps no projection (deterministic features)."""
+
+    def __init__(
+        self, *, causal: bool, head_dim: int, nb_features: int | None, orthogonal: bool, redraw_every: int,
+        seed: int | None, where: str, draw: bool = True,
+    ):
+        super().__init__(causal=causal)
+        if nb_features is not None:
+            check_int(nb_features, "nb_features", minimum=1, where=where)
+        check_int(redraw_every, "redraw_every", minimum=0, where=where)
+        if seed is not None:
+            check_int(seed, "seed", minimum=0, where=where)
+        self.head_dim, self.orthogonal, self.redraw_every = head_dim, orthogonal, redraw_every
+        self.nb_features = nb_features or max(1, round(head_dim * math.log(head_dim)))  # default D · ln D
+        seed = seed if seed is not None else int(torch.randint(0, 2**62, (1,)))
+        self.generator = torch.Generator().manual_seed(seed)
+        self.forward_calls = 0
+        self.register_buffer("projection", self._draw() if draw else None)
+
+    def _draw(self) -> Tensor:
+        return gaussian_projection(self.nb_features, self.head_dim, orthogonal=self.orthogonal, generator=self.generator)
+
+    @torch.no_grad()
+    def redraw(self) -> None:
+        """Draw new random features (a no-op without a projection)."""
+        if self.projection is not None:
+            self.projection.copy_(self._draw())
+
+    def count_pass(self) -> None:
+        """Call at the start of ``forward``: in training, redraw before every ``redraw_every``-th pass after the first."""
+        if self.training:
+            if self.redraw_every and self.forward_calls and self.forward_calls % self.redraw_every == 0:
+                self.redraw()
+            self.forward_calls += 1

@@ -51,6 +51,13 @@ def _affine(x: Tensor, w: Tensor, bias: Tensor) -> Tensor:
     return torch.addmm(bias, x.reshape(-1, x.shape[-1]), w.T).view(*x.shape[:-1], w.shape[0])
 
 
+def check_projection(projection, d: int, where: str) -> None:
+    """projection must be a [M, D] tensor (rows w_i for the head dim D)."""
+    if not isinstance(projection, Tensor) or projection.dim() != 2 or projection.shape[1] != d:
+        got = tuple(projection.shape) if isinstance(projection, Tensor) else type(projection).__name__
+        raise ValueError(f"{where}: projection must be [M, D={d}] (e.g. gaussian_projection(M, D)), got {got}")
+
+
 def softmax_kernel_features(x: Tensor, projection: Tensor, *, role: Role) -> Tensor:
     """FAVOR+ positive random features: E_w[φ(x)·φ(y)] = exp(x·y). x: [..., D]; projection: [M, D] -> [..., M].
 

@@ -15,14 +15,13 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 from torch import Tensor
 
 from attnzoo.core.checks import check_int, check_mask, check_qkv, resolve_scale
 from attnzoo.core.info import MechanismInfo
-from attnzoo.kernel.core import FeatureCore
+from attnzoo.kernel.core import RandomFeatureCore
 from attnzoo.kernel.feature_attention import KernelState, feature_attention, feature_inputs
-from attnzoo.kernel.features import gaussian_projection, relu_kernel_features, softmax_kernel_features, trig_kernel_features
+from attnzoo.kernel.features import check_projection, relu_kernel_features, softmax_kernel_features, trig_kernel_features
 
 Kernel = Literal["softmax", "trig", "relu"]
 Features = Literal["orthogonal", "iid", "deterministic"]
@@ -66,12 +65,6 @@ def _attend(where, phi, q, k, v, mask, causal, chunk, initial_state, return_stat
     )
 
 
-def _check_projection(projection: Tensor, q: Tensor, where: str) -> None:
-    if not isinstance(projection, Tensor) or projection.dim() != 2 or projection.shape[1] != q.shape[-1]:
-        got = tuple(projection.shape) if isinstance(projection, Tensor) else type(projection).__name__
-        raise ValueError(f"{where}: projection must be [M, D={q.shape[-1]}] (e.g. gaussian_projection(M, D)), got {got}")
-
-
 def performer_attention(
     q: Tensor,
     k: Tensor,
@@ -95,7 +88,7 @@ def performer_attention(
         Stable without looking at other keys: each key's features are bounded by 1, and each
         query's largest exponent cancels in the normalization (see softmax_kernel_features).
     """
-    _check_projection(projection, q, "performer_attention")
+    check_projection(projection, q.shape[-1], "performer_attention")
     s = resolve_scale(scale, q.shape[-1], "performer_attention")
     return _attend(
         "performer_attention", lambda a, b: favor_features(a, b, projection, scale=s), q, k, v, mask, causal, chunk, initial_state, return_state
@@ -120,7 +113,7 @@ def performer_trig_attention(
     Equivalent to: A_ij = φ(q_i)·φ(k_j) with φ(x) = exp(|x|²/2)/√M · [sin(w·x), cos(w·x)];
     out = A v / (A 1). Unbiased too, but A can be negative and the normalizer can cross zero.
     """
-    _check_projection(projection, q, "performer_trig_attention")
+    check_projection(projection, q.shape[-1], "performer_trig_attention")
     s = resolve_scale(scale, q.shape[-1], "performer_trig_attention")
     return _attend(
         "performer_trig_attention", lambda a, b: trig_features(a, b, projection, scale=s), q, k, v, mask, causal, chunk, initial_state, return_state
@@ -145,7 +138,7 @@ def performer_relu_attention(
     Equivalent to: A_ij = (relu(W q_i) + ε)·(relu(W k_j) + ε); out = A v / (A 1).
     """
     if projection is not None:
-        _check_projection(projection, q, "performer_relu_attention")
+        check_projection(projection, q.shape[-1], "performer_relu_attention")
     if not (isinstance(epsilon, (int, float)) and epsilon >= 0):
         raise ValueError(f"performer_relu_attention: epsilon must be a float >= 0, got {epsilon!r}")
     return _attend(
@@ -153,7 +146,7 @@ def performer_relu_attention(
     )
 
 
-class Performer(FeatureCore):
+class Performer(RandomFeatureCore):
     """Owns the random projection [M, D] (a buffer, shared by the heads); ``redraw()`` draws a new one."""
 
     info = MechanismInfo(
@@ -164,7 +157,6 @@ class Performer(FeatureCore):
     )
 
     def __init__(self, config: PerformerConfig, *, heads: int, head_dim: int, causal: bool, max_len: int | None):
-        super().__init__(causal=causal)
         if config.kernel not in ("softmax", "trig", "relu"):
             raise ValueError(f"performer: kernel must be 'softmax' (FAVOR+), 'trig' or 'relu', got {config.kernel!r}")
         if config.features not in ("orthogonal", "iid", "deterministic"):
@@ -173,31 +165,15 @@ class Performer(FeatureCore):
             raise ValueError("performer: features='deterministic' (no projection) exists for kernel='relu' only")
         if config.features == "deterministic" and config.nb_features is not None:
             raise ValueError("performer: deterministic features are relu(x) + ε on the D head dims; drop nb_features")
-        if config.nb_features is not None:
-            check_int(config.nb_features, "nb_features", minimum=1, where="performer")
-        check_int(config.redraw_every, "redraw_every", minimum=0, where="performer")
         check_int(config.chunk, "chunk", minimum=1, where="performer")
         if not (isinstance(config.epsilon, (int, float)) and config.epsilon >= 0):
             raise ValueError(f"performer: epsilon must be a float >= 0, got {config.epsilon!r}")
-        if config.seed is not None:
-            check_int(config.seed, "seed", minimum=0, where="performer")
-        self.config, self.head_dim = config, head_dim
+        super().__init__(
+            causal=causal, head_dim=head_dim, nb_features=config.nb_features, orthogonal=config.features == "orthogonal",
+            redraw_every=config.redraw_every, seed=config.seed, where="performer", draw=config.features != "deterministic",
+        )
+        self.config = config
         self.scale = resolve_scale(config.scale, head_dim, "performer")
-        self.nb_features = config.nb_features or max(1, round(head_dim * math.log(head_dim)))
-        seed = config.seed if config.seed is not None else int(torch.randint(0, 2**62, (1,)))
-        self.generator = torch.Generator().manual_seed(seed)
-        self.forward_calls = 0
-        projection = None if config.features == "deterministic" else self._draw()
-        self.register_buffer("projection", projection)
-
-    def _draw(self) -> Tensor:
-        return gaussian_projection(self.nb_features, self.head_dim, orthogonal=self.config.features == "orthogonal", generator=self.generator)
-
-    @torch.no_grad()
-    def redraw(self) -> None:
-        """Draw new random features (a no-op for deterministic ones)."""
-        if self.projection is not None:
-            self.projection.copy_(self._draw())
 
     def features(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
         c = self.config
@@ -208,8 +184,5 @@ class Performer(FeatureCore):
         return relu_features(q, k, self.projection, epsilon=c.epsilon)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
-        if self.training:
-            if self.config.redraw_every and self.forward_calls and self.forward_calls % self.config.redraw_every == 0:
-                self.redraw()
-            self.forward_calls += 1
+        self.count_pass()
         return _attend("performer", self.features, q, k, v, mask, self.causal, self.config.chunk, None, False)

@@ -9,7 +9,6 @@ b batch, h heads, n positions, d head dim, m random frequencies (2m features), e
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -19,9 +18,9 @@ from torch import Tensor, nn
 
 from attnzoo.core.checks import check_int, check_mask, check_qkv
 from attnzoo.core.info import MechanismInfo
-from attnzoo.kernel.core import FeatureCore
+from attnzoo.kernel.core import RandomFeatureCore
 from attnzoo.kernel.feature_attention import KernelState, feature_attention, feature_inputs
-from attnzoo.kernel.features import gaussian_projection
+from attnzoo.kernel.features import check_projection
 
 
 @dataclass
@@ -78,8 +77,7 @@ def rfa_attention(
     """
     check_qkv(q, k, v, "rfa_attention")
     check_mask(mask, q, "rfa_attention")
-    if not isinstance(projection, Tensor) or projection.dim() != 2 or projection.shape[1] != q.shape[-1]:
-        raise ValueError(f"rfa_attention: projection must be [M, D={q.shape[-1]}], got {getattr(projection, 'shape', projection)}")
+    check_projection(projection, q.shape[-1], "rfa_attention")
     if not (isinstance(sigma, (int, float)) and sigma > 0):
         raise ValueError(f"rfa_attention: sigma must be a float > 0, got {sigma!r}")
     phi_q, phi_k = rfa_features(feature_inputs(q, mask), feature_inputs(k, mask), projection, sigma=sigma)
@@ -96,7 +94,7 @@ def rfa_attention(
     )
 
 
-class RFA(FeatureCore):
+class RFA(RandomFeatureCore):
     """Owns the random frequencies [M, D] (a buffer, shared by heads) and, gated, the gate's
     per-head weights: g_t = sigmoid(k_t · w_h + b_h)."""
 
@@ -108,34 +106,19 @@ class RFA(FeatureCore):
     )
 
     def __init__(self, config: RFAConfig, *, heads: int, head_dim: int, causal: bool, max_len: int | None):
-        super().__init__(causal=causal)
-        if config.nb_features is not None:
-            check_int(config.nb_features, "nb_features", minimum=1, where="rfa")
         if not (isinstance(config.sigma, (int, float)) and config.sigma > 0):
             raise ValueError(f"rfa: sigma must be a float > 0, got {config.sigma!r}")
         if config.gated and not causal:
             raise ValueError("rfa: gated=True is RFA-Gate, a causal recurrence; build with causal=True or gated=False")
-        check_int(config.redraw_every, "redraw_every", minimum=0, where="rfa")
         check_int(config.chunk, "chunk", minimum=1, where="rfa")
-        if config.seed is not None:
-            check_int(config.seed, "seed", minimum=0, where="rfa")
-        self.config, self.head_dim = config, head_dim
-        self.nb_features = config.nb_features or max(1, round(head_dim * math.log(head_dim)))
-        seed = config.seed if config.seed is not None else int(torch.randint(0, 2**62, (1,)))
-        self.generator = torch.Generator().manual_seed(seed)
-        self.forward_calls = 0
-        self.register_buffer("projection", self._draw())
+        super().__init__(
+            causal=causal, head_dim=head_dim, nb_features=config.nb_features, orthogonal=config.orthogonal,
+            redraw_every=config.redraw_every, seed=config.seed, where="rfa",
+        )
+        self.config = config
         if config.gated:
             self.gate_weight = nn.Parameter(torch.zeros(heads, head_dim))
             self.gate_bias = nn.Parameter(torch.zeros(heads))
-
-    def _draw(self) -> Tensor:
-        return gaussian_projection(self.nb_features, self.head_dim, orthogonal=self.config.orthogonal, generator=self.generator)
-
-    @torch.no_grad()
-    def redraw(self) -> None:
-        """Draw new random frequencies."""
-        self.projection.copy_(self._draw())
 
     def gate_logits(self, k: Tensor) -> Tensor | None:
         """[B, H, N] (or [B, H] for one token [B, H, D]) gate logits from the keys; None if not gated."""
@@ -155,10 +138,7 @@ class RFA(FeatureCore):
         return None if logits is None else F.logsigmoid(logits)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
-        if self.training:
-            if self.config.redraw_every and self.forward_calls and self.forward_calls % self.config.redraw_every == 0:
-                self.redraw()
-            self.forward_calls += 1
+        self.count_pass()
         return rfa_attention(
             q, k, v, self.projection, sigma=self.config.sigma, gate_logits=self.gate_logits(k), mask=mask, causal=self.causal, chunk=self.config.chunk
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from attnzoo.bench.harness import display_name
 from attnzoo.viz.figure import pyplot, save
 
 
@@ -15,8 +16,7 @@ def plot_scaling(rows: list[dict], path: str | Path, *, title: str = "") -> Path
     by_name: dict[str, list[dict]] = {}
     for row in rows:
         if "error" not in row:
-            p = row["point"]
-            by_name.setdefault(p.get("label") or p["name"] + (" causal" if p.get("causal") else ""), []).append(row)
+            by_name.setdefault(display_name(row["point"]), []).append(row)
     # one colour per mechanism, its causal run dashed in the same colour
     bases = sorted({name.removesuffix(" causal") for name in by_name})
     colors = {base: plt.get_cmap("tab10" if len(bases) <= 10 else "tab20")(i) for i, base in enumerate(bases)}
