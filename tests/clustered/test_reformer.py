@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+import attnzoo.clustered.reformer as reformer_module
 from attnzoo.clustered.reformer import Reformer, ReformerConfig, lsh_rotations, reformer_attention
 from tests.clustered import padding
 
@@ -81,6 +82,25 @@ def test_equals_softmax_over_the_union_of_round_windows(b, h, n, d, bucket_size,
     grads = torch.autograd.grad((out * g).sum(), (qk, v))
     ref_grads = torch.autograd.grad((ref * g).sum(), (qk, v))
     for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-8)
+
+
+# A head's working tensor here: 3 rounds x 8 chunks x 4 queries x 8 keys = 768 elements.
+@pytest.mark.parametrize("slice_elements", [1, 3 * 768], ids=["one head", "one sequence"])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_heads_run_in_groups_when_all_at_once_would_outgrow_the_slice(monkeypatch, causal, slice_elements):
+    monkeypatch.setattr(reformer_module, "SLICE_ELEMENTS", slice_elements)
+    b, h, n, d, bucket_size, n_hashes = 2, 3, 29, 8, 4, 3
+    qk, v = inputs(b, h, n, d, seed=5)
+    mask = padding("tail", b, n)
+    mask[0, 1::3] = False  # the two sequences padded differently
+    rotations = lsh_rotations(d, n_hashes, -(-n // bucket_size), generator=torch.Generator().manual_seed(4))
+    out = reformer_attention(qk, v, rotations, bucket_size=bucket_size, mask=mask, causal=causal)
+    ref, _ = reference_lsh(qk, v, rotations, bucket_size, mask, causal)
+    sel = mask[:, None, :, None].expand_as(out)
+    torch.testing.assert_close(out[sel], ref[sel], atol=1e-10, rtol=1e-9)
+    g = torch.randn_like(out) * sel
+    for got, want in zip(torch.autograd.grad((out * g).sum(), (qk, v)), torch.autograd.grad((ref * g).sum(), (qk, v))):
         torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-8)
 
 

@@ -218,3 +218,28 @@ def test_errors_name_the_fix():
     m = layer(max_len=16, k=4)
     with pytest.raises(ValueError, match="max_len"):
         m(torch.randn(1, 17, 16, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("pad", ["none", "middle"])
+@pytest.mark.parametrize("sharing", ["headwise", "kv", "none"])
+def test_the_layer_equals_the_formula_on_its_own_projections(sharing, pad, bias):
+    """The layer projects along the sequence before its k/v projection where E is shared by the
+    heads ((Eᵀ X) W instead of Eᵀ (X W)); the result is the written-out formula on q, k, v = x W + b."""
+    torch.manual_seed(0)
+    heads, head_dim, n = H, 8, 45
+    core = Linformer(LinformerConfig(k=16, sharing=sharing), heads=heads, head_dim=head_dim, causal=False, max_len=64)
+    m = MultiHeadAttention(heads * head_dim, heads, core, max_len=64, bias=bias).double()
+    x = torch.randn(2, n, heads * head_dim, dtype=torch.float64, requires_grad=True)
+    mask = make_mask(2, n, pad)
+    params = [x, *m.parameters()]
+    got = m(x, mask)
+    split = lambda t: t.unflatten(-1, (heads, head_dim)).transpose(1, 2)  # noqa: E731
+    q, k, v = (split(t) for t in (x @ m.qkv.weight.T + (m.qkv.bias if bias else 0)).chunk(3, dim=-1))
+    e, f = core.projections()
+    want = m.out(dense_linformer(q, k, v, e, f, mask, head_dim**-0.5).transpose(1, 2).flatten(2))
+    sel = torch.ones(2, n, dtype=torch.bool) if mask is None else mask
+    torch.testing.assert_close(got[sel], want[sel], atol=1e-12, rtol=1e-10)
+    g = torch.randn_like(got) * sel[..., None]
+    for a, b in zip(torch.autograd.grad((got * g).sum(), params), torch.autograd.grad((want * g).sum(), params)):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)

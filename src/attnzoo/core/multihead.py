@@ -15,7 +15,10 @@ class MultiHeadAttention(nn.Module):
     """x [B, N, C] -> core(q, k, v [B, H, N, D], mask [B, N]) -> [B, N, C].
 
     The core is any module with ``forward(q, k, v, mask=None) -> [B, H, N, D]``. A core whose class
-    sets ``shared_qk = True`` (Reformer) gets one projection for queries and keys: k is q.
+    sets ``shared_qk = True`` (Reformer) gets one projection for queries and keys: k is q. A core
+    with ``from_input(x, qkv, heads, mask)`` may compute the same result from x when its algebra
+    makes that cheaper (Linformer projects along the sequence before the k/v projection); it
+    returns None to take the usual path.
     """
 
     def __init__(self, dim: int, heads: int, core: nn.Module, *, max_len: int | None = None, bias: bool = True):
@@ -36,8 +39,10 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(
                 f"sequence length N={x.shape[1]} exceeds max_len={self.max_len}; build the layer with max_len>={x.shape[1]}"
             )
-        q, k, v = self._split(self.qkv(x), "b n (three h d) -> three b h n d")
-        y = self.core(q, k, v, mask=mask)
+        y = self.core.from_input(x, self.qkv, self.heads, mask) if hasattr(self.core, "from_input") else None
+        if y is None:
+            q, k, v = self._split(self.qkv(x), "b n (three h d) -> three b h n d")
+            y = self.core(q, k, v, mask=mask)
         return self.out(rearrange(y, "b h n d -> b n (h d)"))
 
     def step(self, x: Tensor, state=None):

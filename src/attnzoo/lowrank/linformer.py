@@ -16,6 +16,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from attnzoo.core.checks import check_dropout, check_int, check_mask, check_qkv, resolve_scale
@@ -189,6 +190,43 @@ class Linformer(nn.Module):
         p = self.config.dropout_p if self.training else 0.0
         proj_k, proj_v = self.projections()
         return linformer_attention(q, k, v, proj_k, proj_v, mask=mask, scale=self.config.scale, dropout_p=p)
+
+    def from_input(self, x: Tensor, qkv: nn.Linear, heads: int, mask: Tensor | None = None) -> Tensor | None:
+        """The layer's attention straight from its input x [B, N, C] and its q/k/v projection
+        ``qkv`` (C -> 3C): [B, H, N, D]; None with per-head E, F (then the usual order is cheaper).
+
+        Equivalent to: forward(q, k, v, mask) on q, k, v = qkv(x) split into heads. With E shared by
+        the heads, projecting along the sequence first is cheaper, Eᵀ(X W + 1 bᵀ) = (Eᵀ X) W + (Eᵀ 1) bᵀ:
+        K·N·C + K·C² instead of N·C² + K·N·C for each of k and v (and Eᵀ X is made once for k and v
+        when sharing="kv"), so the k and v projections of every position are never formed.
+        """
+        proj_k, proj_v = self.projections()
+        if proj_k.dim() == 3 or proj_v.dim() == 3:
+            return None
+        n = x.shape[1]
+        w_q, w_k, w_v = qkv.weight.chunk(3)
+        b_q, b_k, b_v = (None, None, None) if qkv.bias is None else qkv.bias.chunk(3)
+        q = rearrange(F.linear(x, w_q, b_q), "b n (h d) -> b h n d", h=heads)
+        check_mask(mask, q, "linformer")
+        for name, proj in (("proj_k", proj_k), ("proj_v", proj_v)):
+            _check_projection(proj, name, heads, n)
+        keep = None if mask is None else mask.to(x.dtype).unsqueeze(-1)  # [B, N, 1]: padded rows count as 0
+        x = x if keep is None else x * keep
+
+        def pooled(proj: Tensor) -> tuple[Tensor, Tensor]:  # Eᵀ X [B, K, C] and Eᵀ 1 [K, 1] or [B, K, 1]
+            e = proj[:n].to(x.dtype).transpose(0, 1)  # [K, N]
+            return e @ x, (e.sum(-1, keepdim=True) if keep is None else e @ keep)
+
+        def projected(pool: tuple[Tensor, Tensor], w: Tensor, b: Tensor | None) -> Tensor:  # -> [B, H, K, D]
+            ex, ones = pool
+            out = F.linear(ex, w) if b is None else torch.addcmul(F.linear(ex, w), ones, b)
+            return rearrange(out, "b k (h d) -> b h k d", h=heads)
+
+        pool_k = pooled(proj_k)
+        pool_v = pool_k if proj_v is proj_k else pooled(proj_v)
+        p = self.config.dropout_p if self.training else 0.0
+        scale = resolve_scale(self.config.scale, q.shape[-1], "linformer")
+        return F.scaled_dot_product_attention(q, projected(pool_k, w_k, b_k), projected(pool_v, w_v, b_v), dropout_p=p, scale=scale)
 
     @torch.no_grad()
     def implied_weights(self, q: Tensor, k: Tensor, mask: Tensor | None = None) -> Tensor:
