@@ -12,3 +12,5 @@ class MechanismInfo:
     causal: bool  # honours causal=True
     mask: bool  # honours a [B, N] padding mask
     variable_length: bool = True  # any N works (False: bounded by max_len)
+    qk: bool = True  # compares queries with keys (rotary positions apply); False for mixers without q·k
+    scores: bool = False  # forms explicit per-pair scores (score biases apply: relative, ALiBi)
