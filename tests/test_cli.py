@@ -78,3 +78,29 @@ def test_bench_causal_points_are_their_own_rows(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "linear causal" in out and "full causal" in out
     assert main(["bench", "--names", "linear", "--causal", "--n", "64", "--out", str(tmp_path)]) == 0  # resumes: nothing new
+
+
+def test_describe_prints_the_mechanism_and_which_encodings_it_honours(capsys):
+    assert main(["describe", "full", "fnet"]) == 0
+    out = capsys.readouterr().out
+    assert "fnet (mixing): Lee-Thorp et al. 2021" in out and "positional encodings: sinusoidal, learned, floater, rnn" in out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("full ", "fnet "))}
+    assert rows == {"full": ["yes"] * 7, "fnet": ["yes", "yes", "-", "-", "-", "yes", "yes"]}
+
+
+def test_describe_without_names_is_the_whole_compatibility_table(capsys):
+    assert main(["describe"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("mechanism"))
+    assert header.split() == ["mechanism", "sinusoidal", "learned", "relative", "rotary", "alibi", "floater", "rnn"]
+    assert sum(line.split()[0] in attnzoo.list_mechanisms() for line in out.splitlines() if line.strip()) == len(attnzoo.list_mechanisms())
+
+
+def test_describe_unknown_name_is_a_clear_error(capsys):
+    assert main(["describe", "fullz"]) == 2
+    assert "unknown mechanism 'fullz'" in capsys.readouterr().err
+
+
+def test_show_draws_a_mixer(tmp_path, capsys):
+    assert main(["show", "gmlp", "--causal", "--n", "6", "--out", str(tmp_path / "g.png")]) == 0
+    assert "gmlp: 21 of 36 (query, key) pairs computed" in capsys.readouterr().out

@@ -26,6 +26,9 @@ SMALL = {
     "linformer": dict(max_len=64, k=16),
     "compressed": dict(stride=3),
     "nystrom": dict(landmarks=8),
+    "synthesizer": dict(max_len=64),
+    "gmlp": dict(max_len=64),
+    "mixer": dict(max_len=64),
 }
 
 
@@ -38,6 +41,12 @@ VARIANTS = [
     ("performer", dict(kernel="relu", features="deterministic")),
     ("rfa", dict(gated=True)),  # causal only
     ("sinkhorn", dict(sortcut=2)),  # not causal
+    ("synthesizer", dict(kind="random")),
+    ("synthesizer", dict(kind="random", trainable=False)),
+    ("synthesizer", dict(kind="factorized_dense")),
+    ("synthesizer", dict(kind="factorized_random")),
+    ("synthesizer", dict(dot=True)),
+    ("mixer", dict(expansion=2)),
 ]
 CASES = [(name, {}) for name in NAMES] + VARIANTS
 def format_case(name, opts) -> str:
@@ -46,7 +55,7 @@ def format_case(name, opts) -> str:
 
 CASE_IDS = [format_case(name, opts) for name, opts in CASES]
 CAUSAL_ONLY = {"rfa[gated=True]"}
-NOT_CAUSAL = {"sinkhorn[sortcut=2]", "linformer", "nystrom"}
+NOT_CAUSAL = {"sinkhorn[sortcut=2]", "linformer", "nystrom", "fnet"}
 
 
 def case_id(request) -> str:
@@ -78,7 +87,11 @@ def test_shapes_and_gradients_reach_every_parameter(name, opts, causal, request)
         with pytest.raises(ValueError, match="causal"):
             layer(name, causal, **opts)
         return
-    m = layer(name, causal, **opts)
+    assert_shapes_and_gradients(layer(name, causal, **opts))
+
+
+def assert_shapes_and_gradients(m) -> None:
+    """m keeps x's shape, gives finite outputs, and its backward reaches x and every parameter."""
     x, mask = x_and_mask()
     x.requires_grad_(True)
     y = m(x, mask)

@@ -1,4 +1,4 @@
-"""The ``attnzoo`` command: list, show, bench."""
+"""The ``attnzoo`` command: list, describe, show, bench."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from attnzoo.registry import build, describe, list_mechanisms
+from attnzoo.registry import POSITIONS, build, compatibility, describe, list_mechanisms
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="every mechanism: family, paper, complexity, causal / mask support")
+
+    desc = sub.add_parser("describe", help="a mechanism's paper, complexity, options and the positional encodings it honours")
+    desc.add_argument("names", nargs="*", metavar="NAME", help="mechanisms to describe (none: only the compatibility table)")
 
     show = sub.add_parser("show", help="draw which (query, key) pairs a mechanism computes (several names: side by side)")
     show.add_argument("names", nargs="+", metavar="NAME")
@@ -41,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "list":
             print(list_table())
+        elif args.command == "describe":
+            for name in args.names:
+                print(describe_text(name) + "\n")
+            print(positions_table(args.names or None))
         elif args.command == "show":
             return show_command(args)
         elif args.command == "bench":
@@ -62,6 +69,35 @@ def list_table() -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
+
+
+def describe_text(name: str) -> str:
+    d = describe(name)
+    yes = {True: "yes", False: "no"}
+    options = ", ".join(f"{k}={v!r}" for k, v in d["options"].items()) or "none"
+    return "\n".join([
+        f"{name} ({d['family']}): {d['paper']}",
+        f"  complexity: {d['complexity']}",
+        f"  causal: {yes[d['causal']]}   padding mask: {yes[d['mask']]}   any length: {yes[d['variable_length']]}",
+        f"  options: {options}",
+        f"  positional encodings: {', '.join(d['positions'])}",
+    ])
+
+
+def positions_table(names: list[str] | None = None) -> str:
+    """Which mechanism honours which positional encoding (registry.compatibility)."""
+    table = compatibility()
+    encodings = list(POSITIONS)
+    rows = [["mechanism", *encodings]] + [[n, *("yes" if table[n][p] else "-" for p in encodings)] for n in (names or list(table))]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    legend = (
+        "Positional encodings: sinusoidal, learned, floater and rnn are added to the embeddings once (every mechanism);\n"
+        "rotary rotates q and k inside the layer (wherever q meets k, kernel methods included); relative and alibi add\n"
+        "to explicit q·k scores (only where those exist). build(name, ..., position='rotary') puts an in-layer one in."
+    )
+    return legend + "\n\n" + "\n".join(lines)
 
 
 def parse_options(items: list[str]) -> dict:
@@ -131,8 +167,8 @@ def _show_options(items: list[str], names: list[str]) -> dict[str, dict]:
 
 
 def computed_pairs(layer: torch.nn.Module, n: int) -> torch.Tensor:
-    """Bool [H or 1, N, N] of the pairs a layer's core computes."""
-    return layer.core.computed_pairs(n)
+    """Bool [H or 1, N, N] of the pairs a layer's core computes (a mixer is its own core)."""
+    return getattr(layer, "core", layer).computed_pairs(n)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ from attnzoo.kernel.rfa import rfa_attention
 from attnzoo.lowrank.compressed import compressed_attention
 from attnzoo.lowrank.linformer import linformer_attention
 from attnzoo.lowrank.nystrom import nystrom_attention
+from attnzoo.mixing.fnet import fnet_mix
+from attnzoo.mixing.gmlp import spatial_gating
+from attnzoo.mixing.mixer import token_mixing
+from attnzoo.mixing.synthesizer import factorized_random_attention, synthesizer_attention
 from attnzoo.sparse.attention import sparse_attention
 from attnzoo.sparse.bigbird import bigbird_attention
 from attnzoo.sparse.global_tokens import global_attention
@@ -25,6 +29,11 @@ from attnzoo.sparse.sparse_transformer import sparse_transformer_attention
 from attnzoo.sparse.strided import strided_attention
 
 __all__ = [
+    "factorized_random_attention",
+    "fnet_mix",
+    "spatial_gating",
+    "synthesizer_attention",
+    "token_mixing",
     "compressed_attention",
     "linformer_attention",
     "nystrom_attention",

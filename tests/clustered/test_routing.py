@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from attnzoo.clustered.routing import Routing, RoutingConfig, commitment_loss, routing_attention
 from tests.clustered import padding

@@ -39,11 +39,12 @@ class Point:
     options: dict = field(default_factory=dict)
     causal: bool = False
     label: str = ""  # display name in tables and plots (default: name, plus "causal"); not part of the key
+    layer: bool = False  # time the whole layer on x [B, N, H·D] (projections included); mixers always are layers
 
     def key(self) -> str:
         opts = ",".join(f"{k}={self.options[k]}" for k in sorted(self.options))
         key = f"{self.name}[{opts}]|n={self.n}|b={self.batch}|h={self.heads}|d={self.head_dim}|{self.dtype}|t={self.threads}"
-        return key + ("|causal" if self.causal else "")
+        return key + ("|causal" if self.causal else "") + ("|layer" if self.layer else "")
 
 
 def display_name(point: dict) -> str:
@@ -80,18 +81,28 @@ def measure(point: Point) -> dict:
     torch.manual_seed(0)
     dtype = getattr(torch, point.dtype)
     config_cls, core_cls = REGISTRY[point.name]
-    core = core_cls(make_config(point.name, **point.options), heads=point.heads, head_dim=point.head_dim, causal=point.causal, max_len=point.n)
+    if point.layer or getattr(core_cls, "is_layer", False):
+        from attnzoo.registry import build
+
+        dim = point.heads * point.head_dim
+        core = build(point.name, dim=dim, heads=point.heads, causal=point.causal, max_len=point.n, **point.options).to(dtype)
+        inputs = (torch.randn(point.batch, point.n, dim, dtype=dtype, requires_grad=point.backward),)
+    else:
+        core = core_cls(make_config(point.name, **point.options), heads=point.heads, head_dim=point.head_dim, causal=point.causal,
+                        max_len=point.n)
+        shape = (point.batch, point.heads, point.n, point.head_dim)
+        inputs = tuple(torch.randn(shape, dtype=dtype, requires_grad=point.backward) for _ in range(3))
     core.eval()  # inference behaviour (no dropout) for timing and the error column
-    shape = (point.batch, point.heads, point.n, point.head_dim)
-    q, k, v = (torch.randn(shape, dtype=dtype, requires_grad=point.backward) for _ in range(3))
 
     def forward():
         with torch.no_grad():
-            core(q, k, v)
+            core(*inputs)
 
     def forward_backward():
-        core(q, k, v).sum().backward()
-        q.grad = k.grad = v.grad = None
+        core(*inputs).sum().backward()
+        for t in inputs:
+            t.grad = None
+        core.zero_grad(set_to_none=True)
 
     result = {"point": asdict(point), "key": point.key()}
     # Peak memory first, before any warm-up leaves freed-but-kept allocator pages behind (Linux: reset
@@ -114,7 +125,8 @@ def measure(point: Point) -> dict:
         result["forward_backward_ms"], result["forward_backward_repeats"] = _median_ms(
             forward_backward, warmup=0, budget_s=30, max_repeats=5
         )
-    if point.n <= ERROR_MAX_N:
+    if point.n <= ERROR_MAX_N and len(inputs) == 3:  # cores approximate softmax attention; a layer is its own thing
+        q, k, v = inputs
         with torch.no_grad():
             exact = full_attention(q, k, v, causal=point.causal)
             approx = core(q, k, v)

@@ -51,6 +51,21 @@ def check_mask(mask: Tensor | None, q: Tensor, where: str) -> None:
         raise ValueError(f"{where}: mask is on {mask.device} but q is on {q.device}; move it with mask.to(q.device)")
 
 
+def check_layer_input(x, mask: Tensor | None, dim: int, max_len: int | None, where: str, why: str = "") -> int:
+    """x must be a float tensor [B, N, C=dim] with 1 <= N (<= max_len when given; ``why`` says what
+    ties the layer to max_len); mask a BoolTensor[B, N] or None. Returns N."""
+    if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != dim or not x.is_floating_point():
+        got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{where}: x must be a float tensor [B, N, C={dim}], got {got}")
+    n = x.shape[1]
+    if n == 0:
+        raise ValueError(f"{where}: empty sequence (N=0); the layer needs at least one position")
+    if max_len is not None and n > max_len:
+        raise ValueError(f"{where}: N={n} exceeds max_len={max_len}{why}; build with max_len>={n}")
+    check_mask(mask, x[:, None], where)
+    return n
+
+
 def check_dropout(dropout_p: float, where: str) -> None:
     if not (0.0 <= float(dropout_p) < 1.0):
         raise ValueError(f"{where}: dropout_p must be in [0, 1), got {dropout_p}")

@@ -35,13 +35,15 @@ def full_attention(
     mask: Tensor | None = None,
     causal: bool = False,
     scale: float | None = None,
+    bias: Tensor | None = None,
     dropout_p: float = 0.0,
     return_weights: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Exact attention through torch SDPA. q, k, v: [B, H, N, D]; mask: [B, N] bool. Returns [B, H, N, D].
+    """Exact attention through torch SDPA. q, k, v: [B, H, N, D]; mask: [B, N] bool; bias: float,
+    broadcastable to [B, H, N, N] (relative positions, ALiBi). Returns [B, H, N, D].
 
-    Equivalent to: softmax(q @ kᵀ · scale, masked to visible keys) @ v, with zeros for a query
-    that sees no key.
+    Equivalent to: softmax(q @ kᵀ · scale + bias, masked to visible keys) @ v, with zeros for a
+    query that sees no key.
 
     ``return_weights=True`` takes the dense reference path instead and also returns [B, H, N, N].
 
@@ -55,16 +57,30 @@ def full_attention(
     check_dropout(dropout_p, "full_attention")
     scale = resolve_scale(scale, q.shape[-1], "full_attention")
     n = q.shape[2]
+    if bias is not None:
+        _check_bias(bias, q, "full_attention")
     if return_weights:
         allowed = visible_keys(mask, _causal_dense(n, q.device) if causal else None)
-        return reference_attention(q, k, v, allowed=allowed, scale=scale, dropout_p=dropout_p, return_weights=True)
-    if mask is None:
+        return reference_attention(q, k, v, allowed=allowed, scale=scale, bias=bias, dropout_p=dropout_p, return_weights=True)
+    if mask is None and bias is None:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal, scale=scale)
     allowed = visible_keys(mask, _causal_dense(n, q.device) if causal else None)
+    if allowed is None:  # a bias alone: every row has keys
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=dropout_p, scale=scale)
     has_key = allowed.any(dim=-1, keepdim=True)  # [B, 1, N or 1, 1]
     allowed = allowed | ~has_key
+    if bias is not None:  # one float mask: the bias where visible, -inf elsewhere
+        allowed = torch.zeros((), dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf")) + bias.to(q.dtype)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p, scale=scale)
     return out * has_key if not bool(has_key.all()) else out
+
+
+def _check_bias(bias, q: Tensor, where: str) -> None:
+    b, h, n, _ = q.shape
+    ok = isinstance(bias, Tensor) and bias.is_floating_point() and bias.dim() == 4 and bias.shape[-2:] == (n, n)
+    if not ok or any(s not in (1, t) for s, t in zip(bias.shape[:2], (b, h))):
+        got = tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__
+        raise ValueError(f"{where}: bias must be a float tensor broadcastable to [B, H, N, N] = [{b}, {h}, {n}, {n}], got {got}")
 
 
 def additive_attention(
@@ -77,13 +93,15 @@ def additive_attention(
     *,
     mask: Tensor | None = None,
     causal: bool = False,
+    bias: Tensor | None = None,
     dropout_p: float = 0.0,
     return_weights: bool = False,
     chunk: int = 128,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Additive (Bahdanau) attention. q, k, v: [B, H, N, D]; w_q, w_k: [H, D, E]; w_out: [H, E].
+    """Additive (Bahdanau) attention. q, k, v: [B, H, N, D]; w_q, w_k: [H, D, E]; w_out: [H, E];
+    bias: float, broadcastable to [B, H, N, N], added to the scores (positions).
 
-    Equivalent to: softmax_j(w_outᵀ tanh(q_i W_q + k_j W_k)) @ v.
+    Equivalent to: softmax_j(w_outᵀ tanh(q_i W_q + k_j W_k) + bias_ij) @ v.
 
     Note:
         The score needs an [N, N, E] intermediate per head; queries are processed ``chunk`` at a
@@ -104,6 +122,9 @@ def additive_attention(
         ],
         dim=2,
     )
+    if bias is not None:
+        _check_bias(bias, q, "additive_attention")
+        scores = scores + bias
     allowed = visible_keys(mask, _causal_dense(n, q.device) if causal else None)
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
@@ -125,6 +146,7 @@ class Full(nn.Module):
         complexity="O(N² D) time; O(N) memory through SDPA (O(N²) bool mask with causal + padding); additive O(N² E)",
         causal=True,
         mask=True,
+        scores=True,
     )
 
     def __init__(self, config: FullConfig, *, heads: int, head_dim: int, causal: bool, max_len: int | None):
@@ -141,11 +163,31 @@ class Full(nn.Module):
             self.w_k = nn.Parameter(torch.randn(heads, head_dim, head_dim) / head_dim**0.5)
             self.w_out = nn.Parameter(torch.randn(heads, head_dim) / head_dim**0.5)
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, position: nn.Module | None = None) -> Tensor:
+        """position: a score-level encoding (relative, ALiBi): its ``bias`` joins the scores and,
+        where it has one, its ``value_term`` of the (dropped-out) weights joins the output."""
         p = self.config.dropout_p if self.training else 0.0
+        scale = resolve_scale(self.config.scale, q.shape[-1], "full")
+        bias = None if position is None else position.bias(q, k, scale)
+        if position is not None and position.has_value_term:
+            return self._with_value_term(q, k, v, mask, bias, position, p)
         if self.config.score == "additive":
-            return additive_attention(q, k, v, self.w_q, self.w_k, self.w_out, mask=mask, causal=self.causal, dropout_p=p)
-        return full_attention(q, k, v, mask=mask, causal=self.causal, scale=self.config.scale, dropout_p=p)
+            return additive_attention(q, k, v, self.w_q, self.w_k, self.w_out, mask=mask, causal=self.causal, bias=bias, dropout_p=p)
+        return full_attention(q, k, v, mask=mask, causal=self.causal, scale=scale, bias=bias, dropout_p=p)
+
+    def _with_value_term(self, q, k, v, mask, bias, position, p: float) -> Tensor:
+        """Shaw et al.'s z_i = Σ_j w_ij (v_j + a^V_ij): the weights are needed explicitly."""
+        if self.config.score == "additive":
+            out, weights = additive_attention(q, k, v, self.w_q, self.w_k, self.w_out, mask=mask, causal=self.causal, bias=bias,
+                                              return_weights=True)
+        else:
+            scale = resolve_scale(self.config.scale, q.shape[-1], "full")
+            allowed = visible_keys(mask, _causal_dense(q.shape[2], q.device) if self.causal else None)
+            out, weights = reference_attention(q, k, v, allowed=allowed, scale=scale, bias=bias, return_weights=True)
+        if p > 0:  # one dropout mask for both terms
+            weights = F.dropout(weights, p)
+            out = einsum(weights, v, "b h i j, b h j d -> b h i d")
+        return out + position.value_term(weights)
 
     def computed_pairs(self, n: int) -> Tensor:
         """Bool [1, N, N]: every pair (the lower triangle if causal)."""

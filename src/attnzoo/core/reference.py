@@ -18,6 +18,7 @@ def reference_attention(
     *,
     allowed: Tensor | None = None,
     scale: float,
+    bias: Tensor | None = None,
     dropout_p: float = 0.0,
     return_weights: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
@@ -27,6 +28,7 @@ def reference_attention(
         q, k, v: [B, H, N, D].
         allowed: bool, broadcastable to [B, H, N, N]; True where query i may see key j. None = all.
         scale: multiplies q·k before the softmax.
+        bias: float, broadcastable to [B, H, N, N]; added to the scaled scores (positions). None = 0.
         dropout_p: dropout on the attention weights (training only; caller decides).
         return_weights: also return the [B, H, N, N] weights.
 
@@ -35,6 +37,8 @@ def reference_attention(
         gradients), never NaN.
     """
     scores = einsum(q, k, "b h i d, b h j d -> b h i j") * scale
+    if bias is not None:
+        scores = scores + bias
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
     weights = safe_softmax(scores)

@@ -11,10 +11,11 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor, nn
 
-from attnzoo.positional.learned import LearnedPosition
-from attnzoo.positional.sinusoidal import SinusoidalPosition
+from attnzoo.positional import ENCODINGS
 
-POSITIONS = {"sinusoidal": SinusoidalPosition, "learned": LearnedPosition}
+# The encodings added to the embeddings once; rotary, relative and ALiBi act inside each attention
+# layer instead (attnzoo.build(..., position=...)) and pair with positions=None here.
+INPUT_POSITIONS = {name: cls for name, cls in ENCODINGS.items() if cls.level == "input"}
 
 
 @dataclass
@@ -76,7 +77,7 @@ class ClassifierConfig:
     vocab_size: int = 256  # token ids in [0, vocab_size)
     num_classes: int = 2
     max_len: int | None = None  # needed by learned positions
-    positions: Literal["sinusoidal", "learned"] = "sinusoidal"
+    positions: Literal["sinusoidal", "learned", "floater", "rnn"] | None = "sinusoidal"  # None: the layers carry positions
     pooling: Literal["cls", "mean"] = "mean"
 
 
@@ -87,13 +88,19 @@ class Classifier(nn.Module):
         super().__init__()
         if config.pooling not in ("cls", "mean"):
             raise ValueError(f"classifier: pooling must be 'cls' or 'mean', got {config.pooling!r}")
-        if config.positions not in POSITIONS:
-            raise ValueError(f"classifier: positions must be one of {sorted(POSITIONS)}, got {config.positions!r}")
+        if config.positions is not None and config.positions not in INPUT_POSITIONS:
+            in_layer = sorted(set(ENCODINGS) - set(INPUT_POSITIONS))
+            hint = f" ({config.positions} acts inside attention: build the layers with position={config.positions!r}, positions=None here)"
+            raise ValueError(
+                f"classifier: positions must be one of {list(INPUT_POSITIONS)} or None, got {config.positions!r}"
+                + (hint if config.positions in in_layer else "")
+            )
         dim = encoder_config.dim
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, dim)
         extra = 1 if config.pooling == "cls" else 0
-        self.positions = POSITIONS[config.positions](dim, None if config.max_len is None else config.max_len + extra)
+        max_len = None if config.max_len is None else config.max_len + extra
+        self.positions = None if config.positions is None else INPUT_POSITIONS[config.positions](dim, max_len)
         self.cls = nn.Parameter(torch.zeros(1, 1, dim)) if extra else None
         self.encoder = Encoder(encoder_config, make_attention)
         self.head = nn.Linear(dim, config.num_classes)
@@ -106,7 +113,7 @@ class Classifier(nn.Module):
             x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
             if mask is not None:
                 mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
-        x = self.encoder(self.positions(x), mask)
+        x = self.encoder(x if self.positions is None else self.positions(x, mask=mask), mask)
         if self.cls is not None:
             return self.head(x[:, 0])
         if mask is None:

@@ -20,7 +20,11 @@ def sinusoidal_positions(n: int, dim: int, *, base: float = 10000.0, device=None
 
 
 class SinusoidalPosition(nn.Module):
-    """x [B, N, C] -> x + sinusoidal_positions(N, C). No parameters, any N."""
+    """x [B, N, C] -> x + sinusoidal_positions(N, C). No parameters, any N. ``mask`` is accepted (the
+    input-level signature) and ignored: positions are indices 0..N-1, padding included."""
+
+    level = "input"
+    paper = "Vaswani et al. 2017, Attention Is All You Need, arxiv.org/abs/1706.03762"
 
     def __init__(self, dim: int, max_len: int | None = None):
         super().__init__()
@@ -28,5 +32,5 @@ class SinusoidalPosition(nn.Module):
             raise ValueError(f"sinusoidal positions need an even width, got dim={dim}")
         self.dim = dim
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         return x + sinusoidal_positions(x.shape[1], self.dim, device=x.device, dtype=x.dtype)

@@ -37,7 +37,7 @@ def block_mask_from_layout(layout: BlockLayout, pattern: Pattern, num_heads: int
     """FlexAttention BlockMask with the layout's blocks; full blocks skip mask_mod unless there is padding."""
     from torch.nn.attention.flex_attention import BlockMask
 
-    n, block, nb = layout.n, layout.block, layout.n_blocks
+    n, block = layout.n, layout.block
     any_blocks = torch.stack([_per_head(layout, h, "any_blocks") for h in range(num_heads)])  # [H, nb, nb]
     full_blocks = torch.stack([_per_head(layout, h, "full_blocks") for h in range(num_heads)])
     if key_valid is not None or n % block:
