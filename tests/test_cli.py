@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 import attnzoo
+from attnzoo.bench.store import Store
 from attnzoo.cli import main
 
 
@@ -44,29 +46,36 @@ def test_show_cost_counts_both_multiplication_orders(capsys):
     assert "kernel mechanisms" in capsys.readouterr().err
 
 
-def test_bench_writes_results_and_resumes(tmp_path, capsys):
+def test_bench_stores_rows_writes_the_report_and_resumes(tmp_path, capsys):
     args = ["bench", "--names", "full", "local", "--n", "64", "--heads", "1", "--head-dim", "8", "--opt", "local.window=4", "--out", str(tmp_path)]
     assert main(args) == 0
-    data = json.loads((tmp_path / "results.json").read_text())
-    rows = list(data["rows"].values())
-    assert {r["point"]["name"] for r in rows} == {"full", "local"}
-    assert all(r["forward_ms"] > 0 and r["forward_backward_ms"] > 0 and r["peak_rss_bytes"] > 0 for r in rows)
-    assert (tmp_path / "scaling.png").exists()
-    report = (tmp_path / "report.md").read_text()
-    assert "local" in report and "full" in report and "scaling.png" in report
-    # A second run finds every point measured and measures nothing again.
-    before = {k: r["forward_ms"] for k, r in data["rows"].items()}
+    with Store(tmp_path / "bench.sqlite") as store:
+        rows = store.rows()
+    assert {r["name"] for r in rows} == {"full", "local"} and all(r["status"] == "ok" for r in rows)
+    assert all(r["forward_ms"] > 0 and r["forward_backward_ms"] > 0 and r["peak_bytes"] is not None for r in rows)
+    page = (tmp_path / "report.html").read_text()
+    assert "local" in page and "full" in page and "data:image/png;base64," in page
+    out = capsys.readouterr().out
+    assert "2 points (2 to measure" in out and "wrote" in out
+    # A second run finds every point measured and measures nothing again; report rebuilds from the store.
     assert main(args) == 0
-    after = json.loads((tmp_path / "results.json").read_text())["rows"]
-    assert {k: r["forward_ms"] for k, r in after.items()} == before
+    assert "2 points (0 to measure" in capsys.readouterr().out
+    with Store(tmp_path / "bench.sqlite") as store:
+        assert {r["key"]: r["measured_at"] for r in store.rows()} == {r["key"]: r["measured_at"] for r in rows}
+    (tmp_path / "report.html").unlink()
+    assert main(["report", "--out", str(tmp_path), "--json", str(tmp_path / "rows.json"), "--csv", str(tmp_path / "rows.csv")]) == 0
+    assert (tmp_path / "report.html").exists()
+    assert {r["key"] for r in json.loads((tmp_path / "rows.json").read_text())["rows"]} == {r["key"] for r in rows}
+    assert len((tmp_path / "rows.csv").read_text().strip().splitlines()) == 3
 
 
 def test_bench_causal_points_are_their_own_rows(tmp_path, capsys):
     args = ["bench", "--names", "full", "linear", "--n", "64", "--heads", "1", "--head-dim", "8", "--causal", "--out", str(tmp_path)]
     assert main(args) == 0
-    rows = list(json.loads((tmp_path / "results.json").read_text())["rows"].values())
-    assert len(rows) == 2 and all(r["point"]["causal"] and r["key"].endswith("|causal") for r in rows)
-    linear = next(r for r in rows if r["point"]["name"] == "linear")
+    with Store(tmp_path / "bench.sqlite") as store:
+        rows = store.rows()
+    assert len(rows) == 2 and all(r["causal"] and r["key"].endswith("|causal") for r in rows)
+    linear = next(r for r in rows if r["name"] == "linear")
     # against causal exact attention on the point's inputs (seed 0), not the non-causal one
     from attnzoo.functional import full_attention, linear_attention
 
@@ -74,10 +83,25 @@ def test_bench_causal_points_are_their_own_rows(tmp_path, capsys):
     q, k, v = (torch.randn(1, 1, 64, 8) for _ in range(3))
     exact = full_attention(q, k, v, causal=True)
     want = float((linear_attention(q, k, v, causal=True) - exact).norm() / exact.norm())
-    assert abs(linear["rel_error_vs_full"] - want) < 1e-5
+    assert abs(linear["error_random"] - want) < 1e-5
     out = capsys.readouterr().out
     assert "linear causal" in out and "full causal" in out
-    assert main(["bench", "--names", "linear", "--causal", "--n", "64", "--out", str(tmp_path)]) == 0  # resumes: nothing new
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["bench", "--names", "fulll"], "unknown mechanism(s) ['fulll']"),
+        (["bench", "--names", "linformer", "--causal"], "linformer have no causal form"),
+        (["bench", "--names", "local", "--opt", "full.scale=1.0"], "--opt 'full.scale=1.0' must look like NAME.KEY=VALUE"),
+        (["bench", "--memory-limit", "0"], "--memory-limit must be a positive number"),
+        (["report", "--out", "/nonexistent/attnzoo"], "no results at /nonexistent/attnzoo/bench.sqlite"),
+    ],
+    ids=["unknown-name", "impossible-causal", "option-for-absent", "memory-limit", "no-store"],
+)
+def test_bench_and_report_refuse_bad_input_with_the_fix(args, message, capsys):
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_describe_prints_the_mechanism_and_which_encodings_it_honours(capsys):

@@ -1,4 +1,4 @@
-"""The ``attnzoo`` command: list, describe, show, bench."""
+"""The ``attnzoo`` command: list, describe, show, bench, report."""
 
 from __future__ import annotations
 
@@ -35,10 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         "--opt", action="append", default=[], metavar="[NAME.]KEY=VALUE", help="mechanism option, repeatable (NAME. needed with several names)"
     )
 
-    bench = sub.add_parser("bench", help="time, memory and error of mechanisms side by side (small default)")
-    from attnzoo.bench.harness import add_bench_arguments
+    from attnzoo.bench.command import add_bench_arguments, add_report_arguments
 
+    bench = sub.add_parser("bench", help="time, memory and error of every mechanism side by side; writes the report")
     add_bench_arguments(bench)
+    report = sub.add_parser("report", help="rebuild the report (tables, plots, HTML) from the bench store; --json/--csv export")
+    add_report_arguments(report)
 
     args = parser.parse_args(argv)
     try:
@@ -51,9 +53,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "show":
             return show_command(args)
         elif args.command == "bench":
-            from attnzoo.bench.harness import bench_command
+            from attnzoo.bench.command import bench_command
 
             return bench_command(args)
+        elif args.command == "report":
+            from attnzoo.bench.command import report_command
+
+            return report_command(args)
     except ValueError as err:
         print(f"attnzoo: error: {err}", file=sys.stderr)
         return 2

@@ -9,7 +9,6 @@ skipped, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -21,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from attnzoo.registry import describe, list_mechanisms, make_config
+from attnzoo.bench.files import write_atomic
+from attnzoo.registry import make_config
 
 ERROR_MAX_N = 4096  # exact attention for the error column only up to here
 
@@ -40,11 +40,14 @@ class Point:
     causal: bool = False
     label: str = ""  # display name in tables and plots (default: name, plus "causal"); not part of the key
     layer: bool = False  # time the whole layer on x [B, N, H·D] (projections included); mixers always are layers
+    device: str = "cpu"  # "cpu" or "cuda"
+    memory_limit_bytes: int | None = None  # address space the point may add after start-up (a simulated small machine); not part of the key
+    budget_s: float = 20.0  # seconds of repeats per timing (at least 3 runs where time allows); not part of the key
 
     def key(self) -> str:
         opts = ",".join(f"{k}={self.options[k]}" for k in sorted(self.options))
         key = f"{self.name}[{opts}]|n={self.n}|b={self.batch}|h={self.heads}|d={self.head_dim}|{self.dtype}|t={self.threads}"
-        return key + ("|causal" if self.causal else "") + ("|layer" if self.layer else "")
+        return key + ("|causal" if self.causal else "") + ("|layer" if self.layer else "") + ("" if self.device == "cpu" else f"|{self.device}")
 
 
 def display_name(point: dict) -> str:
@@ -61,15 +64,26 @@ def _status(field_name: str) -> int | None:
 
 
 def _median_ms(fn, *, warmup: int, budget_s: float, max_repeats: int) -> tuple[float, int]:
+    median, _, repeats = _timing_ms(fn, warmup=warmup, budget_s=budget_s, max_repeats=max_repeats)
+    return median, repeats
+
+
+def _timing_ms(fn, *, warmup: int, budget_s: float, max_repeats: int, min_repeats: int = 1) -> tuple[float, list[float], int]:
+    """(median, [p25, p75], repeats) in ms of fn after ``warmup`` calls; repeats stop at
+    ``max_repeats`` or once ``budget_s`` is spent (after at least ``min_repeats``)."""
     for _ in range(warmup):
         fn()
     times = []
     start = time.perf_counter()
-    while len(times) < max_repeats and (not times or time.perf_counter() - start < budget_s):
+    while len(times) < max_repeats and (len(times) < min_repeats or time.perf_counter() - start < budget_s):
         t0 = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3, len(times)
+        times.append((time.perf_counter() - t0) * 1e3)
+    quartiles = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [times[0]] * 3
+    return statistics.median(times), [quartiles[0], quartiles[2]], len(times)
+
+
+PEAKED = 3.0  # q and k scaled by this for the peaked-attention error: logits ×9, most rows nearly one-hot
 
 
 def measure(point: Point) -> dict:
@@ -79,62 +93,98 @@ def measure(point: Point) -> dict:
 
     torch.set_num_threads(point.threads)
     torch.manual_seed(0)
-    dtype = getattr(torch, point.dtype)
-    config_cls, core_cls = REGISTRY[point.name]
-    if point.layer or getattr(core_cls, "is_layer", False):
+    dtype, device = getattr(torch, point.dtype), torch.device(point.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{point.key()}: device cuda asked for, but torch sees no CUDA device here")
+    _limit_memory(point.memory_limit_bytes)
+    config_cls, core_cls = REGISTRY.get(point.name, (None, None))
+    if point.name.startswith("peer:"):  # a public package's layer (attnzoo.bench.peers)
+        from attnzoo.bench.peers import build_peer
+
+        dim = point.heads * point.head_dim
+        core = build_peer(point.name.removeprefix("peer:"), dim=dim, heads=point.heads, n=point.n, causal=point.causal).to(device, dtype)
+        inputs = (torch.randn(point.batch, point.n, dim, dtype=dtype, device=device, requires_grad=point.backward),)
+    elif point.layer or getattr(core_cls, "is_layer", False):
         from attnzoo.registry import build
 
         dim = point.heads * point.head_dim
-        core = build(point.name, dim=dim, heads=point.heads, causal=point.causal, max_len=point.n, **point.options).to(dtype)
-        inputs = (torch.randn(point.batch, point.n, dim, dtype=dtype, requires_grad=point.backward),)
+        core = build(point.name, dim=dim, heads=point.heads, causal=point.causal, max_len=point.n, **point.options).to(device, dtype)
+        inputs = (torch.randn(point.batch, point.n, dim, dtype=dtype, device=device, requires_grad=point.backward),)
     else:
         core = core_cls(make_config(point.name, **point.options), heads=point.heads, head_dim=point.head_dim, causal=point.causal,
-                        max_len=point.n)
+                        max_len=point.n).to(device)
         shape = (point.batch, point.heads, point.n, point.head_dim)
-        inputs = tuple(torch.randn(shape, dtype=dtype, requires_grad=point.backward) for _ in range(3))
+        inputs = tuple(torch.randn(shape, dtype=dtype, device=device, requires_grad=point.backward) for _ in range(3))
     core.eval()  # inference behaviour (no dropout) for timing and the error column
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def forward():
         with torch.no_grad():
             core(*inputs)
+        sync()
 
     def forward_backward():
         core(*inputs).sum().backward()
         for t in inputs:
             t.grad = None
         core.zero_grad(set_to_none=True)
+        sync()
 
     result = {"point": asdict(point), "key": point.key()}
     # Peak memory first, before any warm-up leaves freed-but-kept allocator pages behind (Linux: reset
     # the high-water mark, then read it after one forward+backward; layout building is included).
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        reset = True
-    except OSError:
-        reset = False
-    before = _status("VmRSS:")
-    (forward_backward if point.backward else forward)()
-    peak = _status("VmHWM:")
-    result["peak_rss_bytes"] = peak
-    result["peak_above_inputs_bytes"] = peak - before if (reset and peak and before) else None
+    if device.type == "cuda":
+        sync()
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        (forward_backward if point.backward else forward)()
+        result["peak_rss_bytes"] = _status("VmHWM:")
+        result["peak_above_inputs_bytes"] = torch.cuda.max_memory_allocated(device) - before
+    else:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            reset = True
+        except OSError:
+            reset = False
+        before = _status("VmRSS:")
+        (forward_backward if point.backward else forward)()
+        peak = _status("VmHWM:")
+        result["peak_rss_bytes"] = peak
+        result["peak_above_inputs_bytes"] = peak - before if (reset and peak and before) else None
     # Slow points get fewer repeats: each timing stops after ~budget seconds, with at least one run.
-    result["forward_ms"], result["forward_repeats"] = _median_ms(forward, warmup=1, budget_s=20, max_repeats=7)
+    result["forward_ms"], result["forward_spread_ms"], result["forward_repeats"] = _timing_ms(
+        forward, warmup=1, budget_s=point.budget_s, max_repeats=7, min_repeats=3 if point.budget_s >= 1 else 1
+    )
     if point.backward:
         # The memory run above was this path's warm-up.
-        result["forward_backward_ms"], result["forward_backward_repeats"] = _median_ms(
-            forward_backward, warmup=0, budget_s=30, max_repeats=5
+        result["forward_backward_ms"], result["forward_backward_spread_ms"], result["forward_backward_repeats"] = _timing_ms(
+            forward_backward, warmup=0, budget_s=1.5 * point.budget_s, max_repeats=5, min_repeats=3 if point.budget_s >= 1 else 1
         )
+    seconds = (result.get("forward_backward_ms") or result["forward_ms"]) / 1e3
+    result["tokens_per_s"] = point.batch * point.n / seconds
     if point.n <= ERROR_MAX_N and len(inputs) == 3:  # cores approximate softmax attention; a layer is its own thing
         q, k, v = inputs
         with torch.no_grad():
-            exact = full_attention(q, k, v, causal=point.causal)
-            approx = core(q, k, v)
-            result["rel_error_vs_full"] = float((approx - exact).norm() / exact.norm())
+            for field_name, sharpen in (("rel_error_vs_full", 1.0), ("rel_error_peaked", PEAKED)):
+                qs, ks = q * sharpen, k * sharpen
+                exact = full_attention(qs, ks, v, causal=point.causal)
+                result[field_name] = float((core(qs, ks, v) - exact).norm() / exact.norm())
     layout_pairs = pairs_of(core, point)
     if layout_pairs is not None:
         result["touched_pairs"], result["allowed_block_pairs"] = layout_pairs
     return result
+
+
+def _limit_memory(extra_bytes: int | None) -> None:
+    """Cap the address space at what the process holds now plus ``extra_bytes`` (RLIMIT_AS), so
+    an allocation past it fails in this process as it would on a smaller machine."""
+    if extra_bytes is None:
+        return
+    import resource
+
+    now = _status("VmSize:") or 0
+    resource.setrlimit(resource.RLIMIT_AS, (now + int(extra_bytes), resource.getrlimit(resource.RLIMIT_AS)[1]))
 
 
 def pairs_of(core, point: Point):
@@ -162,10 +212,12 @@ def measure_in_fresh_process(point: Point, timeout_s: float | None = None) -> di
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired:
-        return {"point": asdict(point), "key": point.key(), "error": f"timed out after {timeout_s} s"}
+        return {"point": asdict(point), "key": point.key(), "status": "timeout", "error": f"timed out after {timeout_s:g} s"}
+    if res.returncode == -9:  # SIGKILL: on Linux almost always the kernel's out-of-memory killer
+        return {"point": asdict(point), "key": point.key(), "status": "oom", "error": "killed (SIGKILL), most likely out of memory"}
     if res.returncode != 0:
         tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["no output"]
-        return {"point": asdict(point), "key": point.key(), "error": f"exit {res.returncode}: {tail[0]}"}
+        return {"point": asdict(point), "key": point.key(), "status": "error", "error": f"exit {res.returncode}: {tail[0]}"}
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -212,125 +264,10 @@ class Results:
         return list(self.data["rows"].values())
 
 
-DEFAULT_NAMES = ("full", "local", "longformer", "bigbird", "sparse_transformer", "strided", "global", "random", "linear", "efficient", "performer", "rfa")
-DEFAULT_NS = (512, 1024, 2048, 4096)
-
-
-def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--names", nargs="+", default=list(DEFAULT_NAMES), help="mechanisms (default: full, the sparse and the kernel families)")
-    parser.add_argument("--n", nargs="+", type=int, default=list(DEFAULT_NS), help="sequence lengths")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--head-dim", type=int, default=64)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16"])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--forward-only", action="store_true")
-    parser.add_argument("--causal", action="store_true", help="causal attention (every mechanism must support it)")
-    parser.add_argument("--opt", action="append", default=[], metavar="NAME.KEY=VALUE", help="option for one mechanism, repeatable")
-    parser.add_argument("--out", type=Path, default=Path("attnzoo-out/bench"), help="folder for results.json and plots")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds per point before it is recorded as timed out")
-
-
-def bench_command(args) -> int:
-    names = list(args.names)
-    for name in names:
-        if name not in list_mechanisms():
-            raise ValueError(f"unknown mechanism {name!r}; choose from {', '.join(list_mechanisms())}")
-    if args.causal:
-        unsupported = [name for name in names if not describe(name)["causal"]]
-        if unsupported:
-            raise ValueError(f"--causal: {', '.join(unsupported)} cannot run causal; drop them from --names")
-    if any(n < 1 for n in args.n):
-        raise ValueError(f"--n values must be >= 1, got {args.n}")
-    options = _per_name_options(args.opt, names)
-    meta = {"matmul_gflops": round(matmul_gflops(args.threads), 1), "torch": torch.__version__, "threads": args.threads}
-    results = Results(args.out / "results.json", meta)
-    results.data["meta"] = meta
-    points = [
-        Point(name, n, args.batch, args.heads, args.head_dim, args.dtype, args.threads, not args.forward_only, options.get(name, {}), args.causal)
-        for name in names
-        for n in sorted(args.n)
-    ]
-    print(f"matmul rate {meta['matmul_gflops']} GFLOP/s on {args.threads} threads; {len(points)} points -> {results.path}")
-    for point in points:
-        if results.has(point):
-            continue
-        row = measure_in_fresh_process(point, args.timeout)
-        results.add(row)
-        print(_row_line(row), flush=True)
-    print()
-    print(table(results.rows()))
-    from attnzoo.viz.scaling import plot_scaling
-
-    plot = plot_scaling(results.rows(), args.out / "scaling.png")
-    report = write_report(results, plot, " ".join(sys.argv[1:]) or "bench")
-    print(f"wrote {results.path}, {plot} and {report}")
-    return 0
-
-
-def write_report(results: Results, plot: Path, command: str) -> Path:
-    """A markdown report beside the JSON: the command, the machine's matmul rate, the table and the plot."""
-    meta = results.data["meta"]
-    text = "\n".join(
-        [
-            "# attnzoo bench",
-            "",
-            f"Command: `attnzoo {command}`. torch {meta['torch']}, {meta['threads']} threads, "
-            f"matmul rate {meta['matmul_gflops']} GFLOP/s (2048² float32).",
-            "Times are medians after warm-up. Peak memory is each point's own fresh process.",
-            "`vs full` is full attention's fwd+bwd time over this row's, at the same N.",
-            "",
-            "```",
-            table(results.rows()),
-            "```",
-            "",
-            f"![time and memory against N]({plot.name})",
-            "",
-        ]
-    )
-    path = results.path.with_name("report.md")
-    write_atomic(path, text)
-    return path
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: an interrupted write never
-    leaves a half-written result."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _per_name_options(items: list[str], names: list[str]) -> dict:
-    from attnzoo.cli import parse_options
-
-    out: dict[str, dict] = {}
-    for item in items:
-        target, dot, rest = item.partition(".")
-        if not dot or target not in names:
-            raise ValueError(f"--opt {item!r} must look like NAME.KEY=VALUE with NAME one of {names}")
-        out.setdefault(target, {}).update(parse_options([rest]))
-    for name, opts in out.items():
-        make_config(name, **opts)  # unknown options fail here, before any measurement
-    return out
-
-
 def _fmt(value, unit=""):
     if value is None:
         return "-"
     return f"{value:.1f}{unit}" if isinstance(value, float) else f"{value}{unit}"
-
-
-def _row_line(row: dict) -> str:
-    p = row["point"]
-    if "error" in row:
-        return f"{display_name(p):<20} N={p['n']:<7} {row['error']}"
-    mem = row.get("peak_rss_bytes")
-    return (
-        f"{display_name(p):<20} N={p['n']:<7} fwd {_fmt(row['forward_ms'], ' ms'):>10}  fwd+bwd {_fmt(row.get('forward_backward_ms'), ' ms'):>10}"
-        f"  peak {_fmt(mem / 2**20 if mem else None, ' MiB'):>11}  err {row.get('rel_error_vs_full', float('nan')):.3g}"
-    )
 
 
 def table(rows: list[dict]) -> str:

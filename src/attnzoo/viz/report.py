@@ -1,0 +1,354 @@
+"""The `attnzoo bench` report: one self-contained HTML page (inline CSS, images as data URIs, no script).
+
+Sections: header (command, machine, versions, dates), summary (fastest mechanism per N), time and
+memory curves with fitted log-log slopes, the LRA-style efficiency table (Tay et al., 2021, Table 2,
+arxiv.org/abs/2011.04006), approximation errors, failed points, every point, the pattern gallery and,
+given LRA scores, the score / speed / memory bubble chart. The PNGs are also left beside the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+from html import escape
+from pathlib import Path
+
+from attnzoo.bench.files import replace_atomically
+from attnzoo.bench.summary import (
+    LRA_NS, display_name, error_table, fastest, fitted_slope, fmt, lra_efficiency, series, terminal_table, time_field,
+)
+from attnzoo.viz.figure import pyplot, save
+
+PANELS = (("forward_ms", "forward (ms)"), ("forward_backward_ms", "forward+backward (ms)"), ("peak_bytes", "peak memory (MiB)"))
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em;
+       color: #1a202c; line-height: 1.45; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #cbd5e0; padding-bottom: 0.2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+th, td { border: 1px solid #e2e8f0; padding: 0.25em 0.6em; text-align: right; vertical-align: top; }
+th { background: #edf2f7; text-align: center; } td:first-child { text-align: left; white-space: nowrap; }
+td.msg { text-align: left; max-width: 60em; word-break: break-word; font-family: monospace; font-size: 0.85em; }
+tr.full td { background: #fff5f5; font-weight: 600; }
+pre { background: #f7fafc; border: 1px solid #e2e8f0; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }
+img { max-width: 100%; height: auto; border: 1px solid #e2e8f0; }
+dl.meta { display: grid; grid-template-columns: max-content auto; gap: 0.15em 1em; } dl.meta dt { font-weight: 600; }
+dl.meta dd { margin: 0; font-family: monospace; word-break: break-word; }
+.note { color: #4a5568; font-size: 0.9em; }
+"""
+
+
+def write_report(
+    rows: list[dict],
+    out_dir: str | Path,
+    *,
+    title: str = "attnzoo bench",
+    command: str,
+    gallery: list[str] | None = None,
+    gallery_n: int = 64,
+    lra_scores: dict[str, float] | None = None,
+) -> Path:
+    """Write ``out_dir/report.html`` (self-contained) and its PNGs; returns the HTML path.
+
+    Args:
+        rows: the harness's result rows (any status).
+        command: the command line that produced them, shown in the header.
+        gallery: mechanism names whose (query, key) pattern to draw at ``gallery_n`` (names that
+            cannot be built there are skipped with a note).
+        lra_scores: name -> LRA score (e.g. the average accuracy); adds the bubble chart.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    body = [f"<h1>{escape(title)}</h1>", _header(rows, command)]
+    body += _summary(rows)
+    body += _curves(rows, out_dir)
+    body += _efficiency(rows)
+    body += _errors(rows)
+    body += _failures(rows)
+    body += ["<h2>Every point</h2>", f"<pre>{escape(terminal_table(rows))}</pre>"]
+    body += _gallery(rows, gallery or [], gallery_n, out_dir)
+    if lra_scores is not None:
+        body += _bubbles(rows, lra_scores, out_dir)
+    page = "\n".join(
+        ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">', f"<title>{escape(title)}</title>",
+         f"<style>{CSS}</style>", "</head>", "<body>", *body, "</body>", "</html>", ""]
+    )
+    path = out_dir / "report.html"
+    replace_atomically(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    return path
+
+
+# ----------------------------------------------------------------------------------------- sections
+
+
+def _header(rows: list[dict], command: str) -> str:
+    dates = sorted(str(r["measured_at"]) for r in rows if r.get("measured_at"))
+    items = [("command", command)]
+    for key in ("machine", "versions"):
+        seen = []
+        for r in rows:
+            value = r.get(key) or {}
+            if value not in seen:
+                seen.append(value)
+        for i, value in enumerate(seen):
+            label = key + (f" ({i + 1} of {len(seen)})" if len(seen) > 1 else "")
+            items.append((label, ", ".join(f"{k}: {_plain(v)}" for k, v in sorted(value.items())) or "–"))
+    span = f"{dates[0]} – {dates[-1]}" if dates and dates[0] != dates[-1] else (dates[0] if dates else "–")
+    items.append(("measured", span))
+    items.append(("report written", datetime.datetime.now().astimezone().isoformat(timespec="seconds")))
+    return '<dl class="meta">' + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in items) + "</dl>"
+
+
+def _summary(rows: list[dict]) -> list[str]:
+    ok = [r for r in rows if r.get("status") == "ok"]
+    field = time_field(rows)
+    what = "forward+backward" if field == "forward_backward_ms" else "forward (forward-only run)"
+    names = sorted({r["name"] for r in rows})
+    out = [
+        "<h2>Summary</h2>",
+        f"<p>{len(rows)} points over {len(names)} mechanisms ({escape(', '.join(names))}); {len(ok)} ok, "
+        f"{len(rows) - len(ok)} failed. Times are medians after warm-up; each point ran in a fresh process.</p>",
+    ]
+    best = fastest(rows)
+    if not best:
+        return out + ['<p class="note">No point finished; nothing to compare.</p>']
+    several = len({b["group"] for b in best}) > 1
+    head = ["N", f"fastest ({what})", "time (ms)", "speed-up over full"] + (["compared with"] if several else [])
+    body = [
+        [str(b["n"]), b["name"], fmt(b["time_ms"]), fmt(b["speedup"], "x")] + ([b["group"] or "–"] if several else []) for b in best
+    ]
+    return out + [_table(head, body)]
+
+
+def _curves(rows: list[dict], out_dir: Path) -> list[str]:
+    out = ["<h2>Time and memory against N</h2>"]
+    named = series(rows)
+    if not named:
+        return out + ['<p class="note">No point finished; no curves.</p>']
+    png = replace_atomically(out_dir / "time_memory.png", lambda p: plot_time_memory(rows, p))
+    out.append(_img(png, "time and peak memory against N, log-log, one line per mechanism"))
+    out.append(
+        '<p class="note">Log-log axes; dashed lines are causal runs. A slope is the least-squares exponent p of '
+        "value ≈ c·Nᵖ over all measured N (1 linear, 2 quadratic); fixed costs flatten it at small N.</p>"
+    )
+    head = ["series", "N measured", "fwd slope", "fwd+bwd slope", "peak memory slope"]
+    body = []
+    for name, rs in named.items():
+        ns = [r["n"] for r in rs]
+        cells = [fitted_slope([(r["n"], r.get(f)) for r in rs]) for f, _ in PANELS]
+        body.append([name, f"{min(ns)}–{max(ns)}" if len(ns) > 1 else str(ns[0])] + [_slope_text(s) for s in cells])
+    return out + [_table(head, body)]
+
+
+def _efficiency(rows: list[dict]) -> list[str]:
+    field = time_field(rows)
+    measured = sorted({r["n"] for r in rows if r.get("status") == "ok"})
+    ns = list(LRA_NS)
+    out = ["<h2>Efficiency relative to full attention (LRA Table 2 layout)</h2>"]
+    if measured and not set(ns) & set(measured):
+        ns = measured
+        out.append('<p class="note">No point at LRA’s N = 1K–4K; showing the measured N instead.</p>')
+    eff = lra_efficiency(rows, ns=ns, field=field)
+    what = "forward+backward" if field == "forward_backward_ms" else "forward"
+    out.append(
+        f'<p class="note">Speed: full attention\'s {what} time over this one (&gt; 1 is faster); memory: this peak over full\'s '
+        "(&lt; 1 is smaller); steps/s: 1000 / time in ms, one step being one attention call. Each mechanism is compared with "
+        "full attention at the same device, dtype, batch, heads, head dim, causal setting and thread count; "
+        "“–”: not measured, failed, or no full point to compare with.</p>"
+    )
+    labels = [_n_label(n) for n in ns]
+    k = len(ns)
+    html = ["<table>", "<tr><th rowspan=2>mechanism</th>"
+            f"<th colspan={k}>speed (× full)</th><th colspan={k}>memory (× full)</th><th colspan={k}>steps/s</th></tr>",
+            "<tr>" + "".join(f"<th>{escape(lab)}</th>" for lab in labels * 3) + "</tr>"]
+    for e in eff["rows"]:
+        cells = [fmt(e["speed"][n], "x") for n in ns] + [fmt(e["memory"][n], "x") for n in ns] + [fmt(e["steps_per_s"][n]) for n in ns]
+        cls = ' class="full"' if e["mechanism"] == "full" else ""
+        html.append(f"<tr{cls}><td>{escape(e['name'])}</td>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>")
+    html.append("</table>")
+    return out + ["\n".join(html)]
+
+
+def _errors(rows: list[dict]) -> list[str]:
+    out = ["<h2>Approximation error</h2>"]
+    table = error_table(rows)
+    if not table:
+        return out + ['<p class="note">No error was measured.</p>']
+    out.append(
+        '<p class="note">Relative error of the output against exact softmax attention on the same q, k, v: “random” '
+        "inputs, and “peaked” ones whose attention rows concentrate on a few keys.</p>"
+    )
+    ns = sorted({e["n"] for e in table})
+    by_name: dict[str, dict[int, dict]] = {}
+    for e in table:
+        by_name.setdefault(e["name"], {})[e["n"]] = e
+    html = ["<table>", "<tr><th rowspan=2>series</th>" + "".join(f"<th colspan=2>N = {n}</th>" for n in ns) + "</tr>",
+            "<tr>" + "<th>random</th><th>peaked</th>" * len(ns) + "</tr>"]
+    for name, per_n in by_name.items():
+        cells = []
+        for n in ns:
+            e = per_n.get(n, {})
+            cells += [fmt(e.get("error_random"), "err"), fmt(e.get("error_peaked"), "err")]
+        html.append(f"<tr><td>{escape(name)}</td>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>")
+    html.append("</table>")
+    return out + ["\n".join(html)]
+
+
+def _failures(rows: list[dict]) -> list[str]:
+    failed = sorted((r for r in rows if r.get("status") != "ok"), key=lambda r: (r["name"], r.get("label") or "", r["n"]))
+    out = ["<h2>Failed points</h2>"]
+    if not failed:
+        return out + ['<p class="note">None: every point finished.</p>']
+    html = ["<table>", "<tr><th>mechanism</th><th>N</th><th>status</th><th>message</th></tr>"]
+    for r in failed:
+        cells = [display_name(r), str(r["n"]), str(r.get("status")), str(r.get("message") or "")]
+        html.append(
+            "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells[:3]) + f'<td class="msg">{escape(cells[3])}</td></tr>'
+        )
+    html.append("</table>")
+    return out + ["\n".join(html)]
+
+
+def _gallery(rows: list[dict], names: list[str], n: int, out_dir: Path) -> list[str]:
+    out = ["<h2>Which (query, key) pairs each mechanism computes</h2>"]
+    if not names:
+        return out + ['<p class="note">No gallery requested.</p>']
+    panels, skipped = gallery_panels(names, n, rows)
+    if panels:
+        from attnzoo.viz.pattern import draw_patterns
+
+        png = replace_atomically(out_dir / "patterns.png", lambda p: draw_patterns(panels, p))
+        out.append(f'<p class="note">N = {n}; row i is a query, column j a key; coloured cells are computed.</p>')
+        out.append(_img(png, "attention patterns: " + ", ".join(title for title, _ in panels)))
+    if skipped:
+        items = "".join(f"<li>{escape(name)}: {escape(why)}</li>" for name, why in skipped)
+        out.append(f'<p class="note">Not drawn at N = {n}:</p><ul class="note">{items}</ul>')
+    return out
+
+
+def _bubbles(rows: list[dict], scores: dict[str, float], out_dir: Path) -> list[str]:
+    out = ["<h2>Score, speed and memory (LRA Figure 3 layout)</h2>"]
+    field = time_field(rows)
+    eff = lra_efficiency(rows, ns=sorted({r["n"] for r in rows}), field=field)
+    from attnzoo.viz.bubble import bubble_points, plot_bubbles
+
+    for n in sorted(eff["ns"], reverse=True):  # the longest N where some scored mechanism has a speed
+        points = bubble_points(eff, scores, n)
+        if points:
+            break
+    else:
+        return out + ['<p class="note">No mechanism with an LRA score has a speed relative to full attention; no chart.</p>']
+    chart_title = f"score vs speed at N = {n}; bubble area = peak memory"
+    png = replace_atomically(out_dir / "bubbles.png", lambda p: plot_bubbles(points, p, title=chart_title))
+    out.append(
+        f'<p class="note">x: speed relative to full attention at N = {n} (this benchmark\'s attention timings, log scale); '
+        "y: the given score; bubble area: peak memory relative to full attention. Full attention is red.</p>"
+    )
+    out.append(_img(png, f"score vs speed and memory at N = {n}"))
+    table = [[p["name"], f"{p['score']:.2f}", fmt(p["speed"], "x"), fmt(p["memory"], "x")] for p in points]
+    return out + [_table(["mechanism", "score", "speed (× full)", "memory (× full)"], table)]
+
+
+# ------------------------------------------------------------------------------------------ figures
+
+
+def plot_time_memory(rows: list[dict], path: str | Path) -> Path:
+    """Log-log curves of forward, forward+backward time and peak memory against N, one line per series,
+    each labelled with its fitted slope, e.g. "local (slope 1.02)"; panels without data are left out."""
+    plt = pyplot()
+    named = series(rows)
+    panels = [(f, label) for f, label in PANELS if any(r.get(f) for rs in named.values() for r in rs)]
+    if not panels:
+        raise ValueError("plot_time_memory: no ok point has a time or a peak memory")
+    from matplotlib.ticker import LogFormatter, NullLocator
+
+    ns = sorted({r["n"] for rs in named.values() for r in rs})
+    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 4.2 * len(panels)), squeeze=False)
+    bases = sorted({name.replace(" causal", "") for name in named})
+    cmap = plt.get_cmap("tab10" if len(bases) <= 10 else "tab20")
+    markers = "os^Dv<>p"
+    for ax, (field, label) in zip(axes[:, 0], panels):
+        scale = 1 / 2**20 if field == "peak_bytes" else 1.0
+        for name, rs in named.items():
+            pts = [(r["n"], r[field]) for r in rs if r.get(field)]
+            if not pts:
+                continue
+            i = bases.index(name.replace(" causal", ""))
+            style = "--" if rs[0].get("causal") else "-"
+            ax.plot([n for n, _ in pts], [v * scale for _, v in pts], style, marker=markers[i // cmap.N % len(markers)], markersize=4,
+                    color=cmap(i % cmap.N), label=f"{name} (slope {_slope_text(fitted_slope(pts))})")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_formatter(LogFormatter())  # 40, not 4×10¹
+        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+        ax.set_xlabel("sequence length N")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 if len(named) <= 16 else 2, borderaxespad=0)
+    return save(fig, path, dpi=100)
+
+
+def gallery_panels(names: list[str], n: int, rows: list[dict] = ()) -> tuple[list[tuple[str, object]], list[tuple[str, str]]]:
+    """Pattern panels for ``draw_patterns`` and the (name, reason) of names that could not be drawn.
+
+    Each name is built as ``attnzoo show`` builds it (one head, dim 8, max_len = n), with the options
+    its benchmarked rows used when they all used the same, causal when they all were causal; a name
+    that needs more heads (a pattern per head) is retried with the heads its rows used, then with 4.
+    Heads with different patterns get a panel each.
+    """
+    from attnzoo.registry import build
+
+    panels, skipped = [], []
+    for name in names:
+        mine = [r for r in rows if r.get("name") == name]
+        causal = bool(mine) and all(r.get("causal") for r in mine)
+        option_sets = {json.dumps(r.get("options") or {}, sort_keys=True) for r in mine}
+        options = json.loads(option_sets.pop()) if len(option_sets) == 1 else {}
+        why = ""
+        for heads in dict.fromkeys([1, *sorted({r["heads"] for r in mine if r.get("heads")}), 4]):
+            try:
+                layer = build(name, dim=8 * heads, heads=heads, causal=causal, max_len=n, **options)
+                pairs = getattr(layer, "core", layer).computed_pairs(n)  # [H or 1, N, N]
+            except Exception as err:  # noqa: BLE001 - any failure becomes a note in the report, not a lost report
+                why = f"{type(err).__name__}: {err}"
+                continue
+            label = name + (" causal" if causal else "") + "".join(f" {k}={v}" for k, v in sorted(options.items()))
+            distinct: dict[bytes, list[int]] = {}  # heads with the same pattern share a panel
+            for h in range(pairs.shape[0]):
+                distinct.setdefault(pairs[h].numpy().tobytes(), []).append(h)
+            for hs in distinct.values():
+                title = label if len(distinct) == 1 else f"{label}, head{'s' if len(hs) > 1 else ''} {', '.join(map(str, hs))}"
+                panels.append((title, pairs[hs[0]]))
+            break
+        else:
+            skipped.append((name, why))
+    return panels, skipped
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<p><img src="data:image/png;base64,{data}" alt="{escape(alt)}"></p>'
+
+
+def _table(head: list[str], body: list[list[str]]) -> str:
+    lines = ["<table>", "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>"]
+    lines += ["<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in body]
+    return "\n".join(lines + ["</table>"])
+
+
+def _slope_text(slope: float | None) -> str:
+    return "–" if slope is None else f"{slope:.2f}"
+
+
+def _n_label(n: int) -> str:
+    return f"{n // 1024}K" if n % 1024 == 0 else str(n)
+
+
+def _plain(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)

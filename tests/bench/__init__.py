@@ -1,0 +1,1 @@
+"""Benchmark tests: the results store."""

@@ -1,0 +1,168 @@
+"""The sweep: what it plans, how it records failures, resuming after a kill, and the presets."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import attnzoo
+from attnzoo.bench.command import PRESETS
+from attnzoo.bench.harness import Point, measure_in_fresh_process
+from attnzoo.bench.store import Store
+from attnzoo.bench.sweep import Progress, SweepConfig, plan, resolve_names, run
+from attnzoo.functional import full_attention, local_attention
+from attnzoo.registry import describe
+
+TINY = dict(heads=1, head_dim=8, budget_s=0.05)
+
+
+def test_names_and_families_resolve_in_registry_order():
+    assert resolve_names(SweepConfig()) == attnzoo.list_mechanisms()
+    got = resolve_names(SweepConfig(names=("full",), families=("kernel",)))
+    assert got == ["full", "linear", "efficient", "performer", "rfa"]
+    with pytest.raises(ValueError, match=r"unknown mechanism\(s\) \['fulll'\]; choose from full, local"):
+        resolve_names(SweepConfig(names=("fulll",)))
+    with pytest.raises(ValueError, match=r"unknown family\(ies\) \['kernels'\]; choose from exact, sparse"):
+        resolve_names(SweepConfig(families=("kernels",)))
+
+
+def test_plan_covers_every_name_direction_and_length_it_can():
+    points, notes = plan(SweepConfig(names=("full", "linformer", "linear"), ns=(64, 32), causal=(False, True), max_full_n=32, **TINY))
+    got = {(p.name, p.n, p.causal) for p in points}
+    assert got == {("full", 32, False), ("full", 32, True), ("linformer", 32, False), ("linformer", 64, False),
+                   ("linear", 32, False), ("linear", 64, False), ("linear", 32, True), ("linear", 64, True)}
+    assert any("linformer: no causal form" in n for n in notes) and any("full N=64" in n for n in notes)
+
+
+@pytest.mark.parametrize(
+    "config,match",
+    [
+        (SweepConfig(names=("linformer",), causal=(True,)), "linformer have no causal form"),
+        (SweepConfig(ns=(0,)), "sequence lengths must be positive"),
+        (SweepConfig(heads=0), "heads must be a positive int"),
+        (SweepConfig(dtype="float8"), "dtype must be"),
+        (SweepConfig(device="tpu"), "device must be 'cpu' or 'cuda'"),
+        (SweepConfig(names=("local",), options={"local": {"windw": 3}}), r"no option\(s\) \['windw'\]"),
+        (SweepConfig(names=("local",), options={"full": {"scale": 1.0}}), "options given for 'full', which this sweep does not run"),
+    ],
+    ids=["causal-only", "n", "heads", "dtype", "device", "option", "option-for-absent"],
+)
+def test_impossible_settings_are_clear_errors(config, match):
+    with pytest.raises(ValueError, match=match):
+        plan(config)
+
+
+def fake_measure(outcomes):
+    """A stand-in for the fresh-process measurement: returns the next outcome per call."""
+    calls = []
+
+    def measure(point, timeout_s):
+        calls.append(point.key())
+        kind = outcomes[len(calls) - 1]
+        base = {"point": {}, "key": point.key()}
+        if kind == "ok":
+            return {**base, "forward_ms": 1.0, "forward_backward_ms": 3.0, "tokens_per_s": point.n / 3e-3, "peak_above_inputs_bytes": 10}
+        return {**base, "status": kind, "error": f"{kind} happened"}
+
+    return measure, calls
+
+
+def test_failed_points_are_stored_with_their_status_and_the_sweep_goes_on(tmp_path):
+    points, _ = plan(SweepConfig(names=("full", "local"), ns=(16, 32), **TINY))
+    measure, calls = fake_measure(["ok", "timeout", "oom", "ok"])
+    with Store(tmp_path / "s.sqlite") as store:
+        assert run(points, store, measure=measure, stream=io.StringIO()) == 4
+        status = {(r["name"], r["n"]): (r["status"], r["message"]) for r in store.rows()}
+        assert status == {("full", 16): ("ok", None), ("full", 32): ("timeout", "timeout happened"),
+                          ("local", 16): ("oom", "oom happened"), ("local", 32): ("ok", None)}
+        # the next run retries only what did not finish
+        measure, calls = fake_measure(["ok", "ok"])
+        assert run(points, store, measure=measure, stream=io.StringIO()) == 2
+        assert calls == [points[1].key(), points[2].key()]
+        assert all(r["status"] == "ok" for r in store.rows())
+
+
+def test_a_slow_point_times_out_in_its_own_process():
+    point = Point("full", 64, **TINY)
+    got = measure_in_fresh_process(point, timeout_s=0.01)  # the process cannot even import torch in time
+    assert got["status"] == "timeout" and "timed out after 0.01 s" in got["error"]
+
+
+def test_a_point_past_its_memory_limit_is_out_of_memory():
+    point = Point("full", 2048, batch=4, heads=4, head_dim=64, budget_s=0.05, memory_limit_bytes=2**20)
+    got = measure_in_fresh_process(point, timeout_s=120)
+    assert got["status"] == "oom" and got["error"].startswith("out of memory")
+
+
+def test_a_real_point_fills_every_field(tmp_path):
+    points, _ = plan(SweepConfig(names=("local",), ns=(64,), options={"local": {"window": 4}}, **TINY))
+    with Store(tmp_path / "s.sqlite") as store:
+        run(points, store, stream=io.StringIO())
+        (row,) = store.rows()
+    assert row["status"] == "ok" and row["family"] == "sparse" and row["options"] == {"window": 4}
+    assert row["forward_ms"] > 0 and row["forward_backward_ms"] > 0 and row["peak_bytes"] is not None
+    lo, hi = row["forward_backward_spread_ms"]
+    assert lo <= row["forward_backward_ms"] <= hi
+    assert row["tokens_per_s"] == pytest.approx(64 / (row["forward_backward_ms"] / 1e3))
+    torch.manual_seed(0)  # the point's inputs: seed 0, then q, k, v
+    q, k, v = (torch.randn(1, 1, 64, 8) for _ in range(3))
+    for field_name, sharpen in (("error_random", 1.0), ("error_peaked", 3.0)):
+        exact = full_attention(q * sharpen, k * sharpen, v)
+        want = (local_attention(q * sharpen, k * sharpen, v, window=4) - exact).norm() / exact.norm()
+        assert row[field_name] == pytest.approx(float(want), rel=1e-4), field_name
+    assert row["versions"]["attnzoo"] == attnzoo.__version__ and row["machine"]["cores"] == os.cpu_count()
+
+
+def test_progress_shows_the_point_and_an_eta():
+    points = [Point("full", n) for n in (100, 300)]
+    stream = io.StringIO()
+    progress = Progress(points, stream)
+    progress.show(points[0])
+    progress.step(points[0])
+    progress.show(points[1])
+    first, second = stream.getvalue().splitlines()
+    assert first.startswith("[1/2]   0%  full N=100") and "ETA ?" in first
+    assert second.startswith("[2/2]  50%  full N=300") and "ETA 0:" in second
+
+
+def test_a_killed_sweep_resumes_where_it_stopped(tmp_path):
+    args = [sys.executable, "-m", "attnzoo.cli", "bench", "--names", "full", "linear", "efficient", "--n", "32", "64",
+            "--heads", "1", "--head-dim", "8", "--out", str(tmp_path)]
+    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store_path = tmp_path / "bench.sqlite"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if store_path.exists():
+            with Store(store_path) as store:
+                if len(store.rows()) >= 2:
+                    break
+        time.sleep(0.2)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    with Store(store_path) as store:
+        done = {r["key"]: r["measured_at"] for r in store.rows()}
+    assert 2 <= len(done) < 6
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with Store(store_path) as store:
+        rows = store.rows()
+    assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
+    assert {r["key"]: r["measured_at"] for r in rows if r["key"] in done} == done  # finished points were not measured again
+
+
+def test_the_default_sweep_is_every_mechanism_at_the_lra_end_points():
+    points, notes = plan(SweepConfig(**PRESETS["default"]))
+    assert {p.name for p in points} == set(attnzoo.list_mechanisms()) and not notes
+    assert {p.n for p in points} == {1024, 2048, 4096} and not any(p.causal for p in points)
+    full_points, _ = plan(SweepConfig(**PRESETS["full"]))
+    assert max(p.n for p in full_points) == 65536 and max(p.n for p in full_points if p.name == "full") == 16384
+    causal = {p.name for p in full_points if p.causal}
+    assert causal == {n for n in attnzoo.list_mechanisms() if describe(n)["causal"]}
+    json.dumps(PRESETS)  # presets are plain data
