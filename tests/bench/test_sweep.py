@@ -15,7 +15,7 @@ import torch
 
 import attnzoo
 from attnzoo.bench.command import PRESETS
-from attnzoo.bench.harness import Point, measure_in_fresh_process
+from attnzoo.bench.harness import Point, measure_in_forked_process, measure_in_fresh_process
 from attnzoo.bench.store import Store
 from attnzoo.bench.sweep import Progress, SweepConfig, plan, resolve_names, run
 from attnzoo.functional import full_attention, local_attention
@@ -90,16 +90,30 @@ def test_failed_points_are_stored_with_their_status_and_the_sweep_goes_on(tmp_pa
         assert all(r["status"] == "ok" for r in store.rows())
 
 
-def test_a_slow_point_times_out_in_its_own_process():
-    point = Point("full", 64, **TINY)
-    got = measure_in_fresh_process(point, timeout_s=0.01)  # the process cannot even import torch in time
-    assert got["status"] == "timeout" and "timed out after 0.01 s" in got["error"]
+PROCESSES = [measure_in_fresh_process, measure_in_forked_process]
+PROCESS_IDS = ["fresh", "forked"]
 
 
-def test_a_point_past_its_memory_limit_is_out_of_memory():
+@pytest.mark.parametrize("measure", PROCESSES, ids=PROCESS_IDS)
+def test_a_slow_point_times_out_in_its_own_process(measure):
+    point = Point("full", 2048, heads=4, head_dim=64, budget_s=30)  # 30 s of repeats
+    start = time.perf_counter()
+    got = measure(point, timeout_s=1.0)
+    assert got["status"] == "timeout" and "timed out after 1 s" in got["error"]
+    assert time.perf_counter() - start < 10
+
+
+@pytest.mark.parametrize("measure", PROCESSES, ids=PROCESS_IDS)
+def test_a_point_past_its_memory_limit_is_out_of_memory(measure):
     point = Point("full", 2048, batch=4, heads=4, head_dim=64, budget_s=0.05, memory_limit_bytes=2**20)
-    got = measure_in_fresh_process(point, timeout_s=120)
+    got = measure(point, timeout_s=120)
     assert got["status"] == "oom" and got["error"].startswith("out of memory")
+
+
+def test_a_failing_point_is_an_error_row_and_not_a_crash():
+    point = Point("reformer", 64, options={"bucket_size": 0}, **TINY)
+    got = measure_in_forked_process(point, timeout_s=120)
+    assert got["status"] == "error" and "bucket_size" in got["error"]
 
 
 def test_a_real_point_fills_every_field(tmp_path):
@@ -159,7 +173,9 @@ def test_a_killed_sweep_resumes_where_it_stopped(tmp_path):
 
 def test_the_default_sweep_is_every_mechanism_at_the_lra_end_points():
     points, notes = plan(SweepConfig(**PRESETS["default"]))
-    assert {p.name for p in points} == set(attnzoo.list_mechanisms()) and not notes
+    assert {p.name for p in points} == set(attnzoo.list_mechanisms())
+    assert notes == ["full also measured as a whole layer, the yardstick of the mixers (synthesizer, fnet, gmlp, mixer)"]
+    assert {p.n for p in points if p.name == "full" and p.layer} == {1024, 2048, 4096}
     assert {p.n for p in points} == {1024, 2048, 4096} and not any(p.causal for p in points)
     full_points, _ = plan(SweepConfig(**PRESETS["full"]))
     assert max(p.n for p in full_points) == 65536 and max(p.n for p in full_points if p.name == "full") == 16384

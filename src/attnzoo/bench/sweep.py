@@ -12,12 +12,12 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 
 import torch
 
-from attnzoo.bench.harness import Point, measure_in_fresh_process
+from attnzoo.bench.harness import Point, measure_in_forked_process
 from attnzoo.registry import REGISTRY, describe, list_mechanisms, make_config
 
 FAMILIES = ("exact", "sparse", "clustered", "lowrank", "kernel", "mixing")
@@ -86,6 +86,10 @@ def plan(config: SweepConfig) -> tuple[list[Point], list[str]]:
                           dict(config.options.get(name, {})), causal, layer=config.layer, device=config.device,
                           memory_limit_bytes=config.memory_limit_bytes, budget_s=config.budget_s)
                 )
+    mixers = [n for n in names if getattr(REGISTRY[n][1], "is_layer", False)]
+    if mixers and "full" in names and not config.layer:  # mixers are whole layers: give them full attention as a layer too
+        points += [replace(p, layer=True) for p in points if p.name == "full"]
+        notes.append(f"full also measured as a whole layer, the yardstick of the mixers ({', '.join(mixers)})")
     if config.peers:
         points += _peer_points(config, names, notes)
     return points, notes
@@ -226,7 +230,7 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def run(points: list[Point], store, *, force: bool = False, stream=None, measure=measure_in_fresh_process, timeout_s: float = 300.0) -> int:
+def run(points: list[Point], store, *, force: bool = False, stream=None, measure=measure_in_forked_process, timeout_s: float = 300.0) -> int:
     """Measure every point not yet "ok" in ``store`` (all with ``force``), storing each row as it
     lands. Returns how many were measured."""
     todo = [p for p in points if force or not store.has(p.key())]
