@@ -135,7 +135,10 @@ def test_gallery_uses_the_benchmarked_options_and_enough_heads():
     panels, skipped = gallery_panels(["local", "heads", "peer:xformers"], 12, rows)
     i, j = torch.meshgrid(torch.arange(12), torch.arange(12), indexing="ij")
     assert panels[0][0] == "local window=2" and torch.equal(panels[0][1], (i - j).abs() <= 2)
-    assert [title for title, _ in panels[1:]] == ["heads, heads 0, 2", "heads, heads 1, 3"]  # 2 patterns over the rows' 4 heads
+    # heads benchmarked at its defaults is drawn with PICTURE_OPTIONS: 2 patterns over 4 heads
+    label = "heads patterns=('local:window=4',\n'strided:stride=8')"  # wrapped at 40 characters
+    assert [title for title, _ in panels[1:]] == [f"{label}, heads 0, 2", f"{label}, heads 1, 3"]
+    assert torch.equal(panels[1][1], (i - j).abs() <= 4) and torch.equal(panels[2][1], (i - j) % 8 == 0)
     assert [name for name, _ in skipped] == ["peer:xformers"]
 
 
