@@ -10,10 +10,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from attnzoo.bench.sweep import FAMILIES, SweepConfig, plan, resolve_names, run
+
+def _ram_share(share: float) -> int | None:
+    """``share`` of this machine's physical memory in bytes (None where the OS does not say)."""
+    try:
+        return int(share * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
 
 # Each preset is a SweepConfig's fields; options given on the command line override them.
 PRESETS = {
@@ -21,8 +30,11 @@ PRESETS = {
     # sweep finishes in a few minutes on a 2-core CPU (benchmarks/README.md has the measured time).
     "default": dict(ns=(1024, 2048, 4096), causal=(False,), budget_s=1.0, timeout_s=120.0),
     # The long sweep: N = 1K .. 64K both directions, exact attention up to 16K (O(N²) time).
+    # A point may use 60% of the machine's memory: past that it is recorded as out of memory
+    # (position-indexed N×N weights at 64K need 16 GiB and more) rather than swapping or waking
+    # the kernel's OOM killer.
     "full": dict(ns=(1024, 2048, 3072, 4096, 8192, 16384, 32768, 65536), causal=(False, True), budget_s=20.0, timeout_s=1800.0,
-                 max_full_n=16384),
+                 max_full_n=16384, memory_limit_bytes=_ram_share(0.6)),
 }
 CAUSAL_CHOICES = {"no": (False,), "yes": (True,), "both": (False, True)}
 
