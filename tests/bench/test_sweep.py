@@ -182,3 +182,12 @@ def test_the_default_sweep_is_every_mechanism_at_the_lra_end_points():
     causal = {p.name for p in full_points if p.causal}
     assert causal == {n for n in attnzoo.list_mechanisms() if describe(n)["causal"]}
     json.dumps(PRESETS)  # presets are plain data
+
+
+def test_batch_heads_head_dim_and_dtype_sweep_as_a_grid():
+    points, _ = plan(SweepConfig(names=("local",), ns=(32,), batch=(1, 2), heads=(1, 2), head_dim=8, dtype=("float32", "float64")))
+    got = {(p.batch, p.heads, p.head_dim, p.dtype) for p in points}
+    assert got == {(b, h, 8, t) for b in (1, 2) for h in (1, 2) for t in ("float32", "float64")} and len(points) == 8
+    assert len({p.key() for p in points}) == 8  # each its own row
+    with pytest.raises(ValueError, match="heads must be a positive int, got 0"):
+        plan(SweepConfig(heads=(2, 0)))

@@ -44,10 +44,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--names", nargs="+", default=[], metavar="NAME", help="mechanisms (default: every one, or --family)")
     parser.add_argument("--family", nargs="+", default=[], choices=FAMILIES, help="whole families")
     parser.add_argument("--n", nargs="+", type=int, default=None, help="sequence lengths (default: the preset's)")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--head-dim", type=int, default=64)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
+    parser.add_argument("--batch", nargs="+", type=int, default=[1], help="batch sizes (several: each is swept)")
+    parser.add_argument("--heads", nargs="+", type=int, default=[4], help="head counts")
+    parser.add_argument("--head-dim", nargs="+", type=int, default=[64], help="head dims")
+    parser.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "float64", "bfloat16", "float16"])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--causal", nargs="?", const="yes", default=None, choices=list(CAUSAL_CHOICES),
@@ -83,8 +83,8 @@ def sweep_config(args) -> SweepConfig:
             raise ValueError(f"--memory-limit must be a positive number of GiB, got {args.memory_limit}")
         preset["memory_limit_bytes"] = int(args.memory_limit * 2**30)
     config = SweepConfig(
-        names=tuple(args.names), families=tuple(args.family), batch=args.batch, heads=args.heads, head_dim=args.head_dim,
-        dtype=args.dtype, device=args.device, backward=not args.forward_only, threads=args.threads, layer=args.layer, peers=args.peers,
+        names=tuple(args.names), families=tuple(args.family), batch=tuple(args.batch), heads=tuple(args.heads),
+        head_dim=tuple(args.head_dim), dtype=tuple(args.dtype), device=args.device, backward=not args.forward_only, threads=args.threads, layer=args.layer, peers=args.peers,
         **preset,
     )
     config.options = _per_name_options(args.opt, resolve_names(config))

@@ -7,6 +7,7 @@ on; the next run retries it (finished "ok" points are skipped unless ``force``).
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import platform
@@ -28,10 +29,10 @@ class SweepConfig:
     names: tuple[str, ...] = ()  # mechanisms by name (with families: their union; neither: every mechanism)
     families: tuple[str, ...] = ()  # whole families, e.g. ("kernel", "lowrank")
     ns: tuple[int, ...] = (1024, 2048, 4096)
-    batch: int = 1
-    heads: int = 4
-    head_dim: int = 64
-    dtype: str = "float32"
+    batch: int | tuple[int, ...] = 1  # a tuple sweeps each value (likewise heads, head_dim, dtype)
+    heads: int | tuple[int, ...] = 4
+    head_dim: int | tuple[int, ...] = 64
+    dtype: str | tuple[str, ...] = "float32"
     device: str = "cpu"
     causal: tuple[bool, ...] = (False,)  # (False, True): both directions, the causal one where a mechanism has it
     backward: bool = True  # also time forward+backward
@@ -77,15 +78,17 @@ def plan(config: SweepConfig) -> tuple[list[Point], list[str]]:
             if causal and not describe(name)["causal"]:
                 notes.append(f"{name}: no causal form, measured non-causal only")
                 continue
-            for n in sorted(config.ns):
-                if name == "full" and config.max_full_n is not None and n > config.max_full_n:
-                    notes.append(f"full N={n}: exact attention stops at N={config.max_full_n} (O(N²) time)")
-                    continue
-                points.append(
-                    Point(name, n, config.batch, config.heads, config.head_dim, config.dtype, config.threads, config.backward,
-                          dict(config.options.get(name, {})), causal, layer=config.layer, device=config.device,
-                          memory_limit_bytes=config.memory_limit_bytes, budget_s=config.budget_s)
-                )
+            for shape in grid(config):
+                for n in sorted(config.ns):
+                    if name == "full" and config.max_full_n is not None and n > config.max_full_n:
+                        notes.append(f"full N={n}: exact attention stops at N={config.max_full_n} (O(N²) time)")
+                        continue
+                    points.append(
+                        Point(name, n, **shape, threads=config.threads, backward=config.backward, options=dict(config.options.get(name, {})),
+                              causal=causal, layer=config.layer, device=config.device, memory_limit_bytes=config.memory_limit_bytes,
+                              budget_s=config.budget_s)
+                    )
+    notes = list(dict.fromkeys(notes))
     mixers = [n for n in names if getattr(REGISTRY[n][1], "is_layer", False)]
     if mixers and "full" in names and not config.layer:  # mixers are whole layers: give them full attention as a layer too
         points += [replace(p, layer=True) for p in points if p.name == "full"]
@@ -111,30 +114,43 @@ def _peer_points(config: SweepConfig, names: list[str], notes: list[str]) -> lis
         for causal in config.causal:
             if causal and (not describe(mechanism)["causal"] or package in ("linformer", "nystrom-attention")):
                 continue
-            for n in sorted(config.ns):
-                common = dict(batch=config.batch, heads=config.heads, head_dim=config.head_dim, dtype=config.dtype, threads=config.threads,
-                              backward=config.backward, causal=causal, layer=True, device=config.device,
-                              memory_limit_bytes=config.memory_limit_bytes, budget_s=config.budget_s)
-                points.append(Point(mechanism, n, options=ours(n), label=f"{mechanism} layer (vs {package})", **common))
-                points.append(Point(f"peer:{package}", n, label=package, **common))
+            for shape in grid(config):
+                for n in sorted(config.ns):
+                    common = dict(**shape, threads=config.threads, backward=config.backward, causal=causal, layer=True, device=config.device,
+                                  memory_limit_bytes=config.memory_limit_bytes, budget_s=config.budget_s)
+                    points.append(Point(mechanism, n, options=ours(n), label=f"{mechanism} layer (vs {package})", **common))
+                    points.append(Point(f"peer:{package}", n, label=package, **common))
     return points
+
+
+GRID = ("batch", "heads", "head_dim", "dtype")
+
+
+def grid(config: SweepConfig) -> list[dict]:
+    """Every combination of the swept batch sizes, head counts, head dims and dtypes."""
+    return [dict(zip(GRID, combo)) for combo in itertools.product(*(_values(getattr(config, f)) for f in GRID))]
+
+
+def _values(value) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
 def _check_config(config: SweepConfig) -> None:
     if not config.ns or any(not isinstance(n, int) or n < 1 for n in config.ns):
         raise ValueError(f"sequence lengths must be positive ints, got {list(config.ns)}")
     for field_name in ("batch", "heads", "head_dim", "threads"):
-        value = getattr(config, field_name)
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{field_name} must be a positive int, got {value!r}")
-    if config.dtype not in ("float32", "float64", "float16", "bfloat16"):
-        raise ValueError(f"dtype must be float32, float64, float16 or bfloat16, got {config.dtype!r}")
+        for value in _values(getattr(config, field_name)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{field_name} must be a positive int, got {value!r}")
+    for dtype in _values(config.dtype):
+        if dtype not in ("float32", "float64", "float16", "bfloat16"):
+            raise ValueError(f"dtype must be float32, float64, float16 or bfloat16, got {dtype!r}")
+        if dtype == "float16" and config.device == "cpu":
+            raise ValueError("float16 on the CPU is not a setting anyone runs (most kernels upcast or are missing); use bfloat16 or float32")
     if config.device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {config.device!r}")
     if config.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' asked for, but torch sees no CUDA device on this machine; use --device cpu")
-    if config.dtype == "float16" and config.device == "cpu":
-        raise ValueError("float16 on the CPU is not a setting anyone runs (most kernels upcast or are missing); use bfloat16 or float32")
     if not config.causal or any(not isinstance(c, bool) for c in config.causal):
         raise ValueError(f"causal must be a tuple of bools, e.g. (False,) or (False, True), got {config.causal!r}")
 
