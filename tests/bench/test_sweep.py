@@ -191,3 +191,32 @@ def test_batch_heads_head_dim_and_dtype_sweep_as_a_grid():
     assert len({p.key() for p in points}) == 8  # each its own row
     with pytest.raises(ValueError, match="heads must be a positive int, got 0"):
         plan(SweepConfig(heads=(2, 0)))
+
+
+def test_peers_add_our_layer_and_theirs_at_matched_settings(monkeypatch):
+    import attnzoo.bench.peers as peers
+
+    monkeypatch.setattr(peers, "installed", lambda: ["routing-transformer", "nystrom-attention"])
+    points, notes = plan(SweepConfig(names=("routing", "nystrom", "local"), ns=(4096,), causal=(False, True), peers=True, **TINY))
+    layers = [(p.name, p.label, p.options, p.causal) for p in points if p.layer]
+    assert layers == [
+        ("routing", "routing layer (vs routing-transformer)", {"clusters": 64}, False),  # √N clusters, as the package
+        ("peer:routing-transformer", "routing-transformer", {}, False),
+        ("routing", "routing layer (vs routing-transformer)", {"clusters": 64}, True),
+        ("peer:routing-transformer", "routing-transformer", {}, True),
+        ("nystrom", "nystrom layer (vs nystrom-attention)", {"landmarks": 64, "pinv_iterations": 6}, False),  # no causal form
+        ("peer:nystrom-attention", "nystrom-attention", {}, False),
+    ]
+    assert "peer local-attention is not installed (pip install local-attention); skipped" in notes
+
+
+def test_a_missing_peer_package_is_a_clear_error(monkeypatch):
+    import importlib.util
+
+    from attnzoo.bench.peers import build_peer
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ValueError, match=r"linformer is not installed: pip install linformer \(or pip install -e '\.\[bench\]'\)"):
+        build_peer("linformer", dim=16, heads=2, n=64)
+    with pytest.raises(ValueError, match="no peer 'xformers'; peers: performer-pytorch"):
+        build_peer("xformers", dim=16, heads=2, n=64)
