@@ -220,3 +220,6 @@ def test_a_missing_peer_package_is_a_clear_error(monkeypatch):
         build_peer("linformer", dim=16, heads=2, n=64)
     with pytest.raises(ValueError, match="no peer 'xformers'; peers: performer-pytorch"):
         build_peer("xformers", dim=16, heads=2, n=64)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())  # as if installed
+    with pytest.raises(ValueError, match="nystrom-attention has no causal form; compare it non-causal"):
+        build_peer("nystrom-attention", dim=16, heads=2, n=64, causal=True)

@@ -119,6 +119,9 @@ PEERS: dict[str, tuple[str, str, Callable[[int], dict], Callable[..., nn.Module]
 }
 
 
+NOT_CAUSAL = ("linformer", "nystrom-attention")  # packages without a causal form (as their papers)
+
+
 def installed() -> list[str]:
     """The peer packages importable here."""
     return [pkg for pkg, (module, *_) in PEERS.items() if importlib.util.find_spec(module) is not None]
@@ -131,4 +134,6 @@ def build_peer(package: str, *, dim: int, heads: int, n: int, causal: bool = Fal
     module, *_, make = PEERS[package]
     if importlib.util.find_spec(module) is None:
         raise ValueError(f"{package} is not installed: pip install {package} (or pip install -e '.[bench]')")
+    if causal and package in NOT_CAUSAL:
+        raise ValueError(f"{package} has no causal form; compare it non-causal")
     return make(dim, heads, n, causal)

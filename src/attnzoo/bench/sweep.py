@@ -101,7 +101,7 @@ def plan(config: SweepConfig) -> tuple[list[Point], list[str]]:
 def _peer_points(config: SweepConfig, names: list[str], notes: list[str]) -> list[Point]:
     """For each installed peer whose mechanism is swept: our layer and the peer's layer at matched
     settings, both whole layers (projections included), every N and direction both have."""
-    from attnzoo.bench.peers import PEERS, installed
+    from attnzoo.bench.peers import NOT_CAUSAL, PEERS, installed
 
     present = installed()
     points = []
@@ -112,7 +112,7 @@ def _peer_points(config: SweepConfig, names: list[str], notes: list[str]) -> lis
         if mechanism not in names:
             continue
         for causal in config.causal:
-            if causal and (not describe(mechanism)["causal"] or package in ("linformer", "nystrom-attention")):
+            if causal and (not describe(mechanism)["causal"] or package in NOT_CAUSAL):
                 continue
             for shape in grid(config):
                 for n in sorted(config.ns):
