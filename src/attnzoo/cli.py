@@ -1,4 +1,4 @@
-"""The ``attnzoo`` command: list, describe, show, bench, report."""
+"""The ``attnzoo`` command: list, describe, show, bench, report, lra."""
 
 from __future__ import annotations
 
@@ -42,6 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     report = sub.add_parser("report", help="rebuild the report (tables, plots, HTML) from the bench store; --json/--csv export")
     add_report_arguments(report)
 
+    lra = sub.add_parser("lra", help="Long Range Arena: prepare the tasks' data offline")
+    lra_sub = lra.add_subparsers(dest="lra_command", required=True)
+    prepare = lra_sub.add_parser("prepare", help="generate a task once and cache its splits (idempotent)")
+    prepare.add_argument("task", help="listops")
+    prepare.add_argument("--data", type=Path, default=None, help="data folder (default $ATTNZOO_DATA or attnzoo-out/lra)")
+    prepare.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="task option, e.g. --opt train=1000")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "list":
@@ -60,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
             from attnzoo.bench.command import report_command
 
             return report_command(args)
+        elif args.command == "lra":
+            from attnzoo.lra.prepare import prepare
+
+            _, text = prepare(args.task, root=args.data, **parse_options(args.opt))
+            print(text)
     except ValueError as err:
         print(f"attnzoo: error: {err}", file=sys.stderr)
         return 2
