@@ -41,3 +41,17 @@ def test_the_command_and_its_errors(tmp_path, capsys):
     assert main(["lra", "prepare", "listops", "--opt", "depth=3"]) == 2 and "no option(s) ['depth']" in capsys.readouterr().err
     with pytest.raises(ValueError, match="holds no prepared task"):
         load_split(tmp_path, "train")
+
+
+def test_pathfinder_is_cached_as_intensity_tokens(tmp_path):
+    from attnzoo.lra import pathfinder
+
+    options = dict(train=4, valid=2, test=2, seed=5)
+    path, text = prepare("pathfinder32", root=tmp_path, **options)
+    data = pathfinder.generate(pathfinder.pathfinder_config(32, **options))
+    for split, (images, labels) in data.items():
+        tokens, lengths, got_labels = load_split(path, split)
+        assert tokens.shape == (len(images), 1024) and (lengths == 1024).all()
+        np.testing.assert_array_equal(tokens, images.reshape(len(images), -1))
+        np.testing.assert_array_equal(got_labels, labels)
+    assert "pathfinder32: prepared in" in text

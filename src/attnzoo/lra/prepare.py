@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
-from attnzoo.lra import listops
+import numpy as np
+
+from attnzoo.lra import listops, pathfinder
 from attnzoo.lra.cache import folder, pack, write_splits
 
-# task -> its config dataclass (more tasks land here as they are written)
-TASKS = {"listops": listops.ListOpsConfig}
+# task -> its default config (more tasks land here as they are written)
+TASKS = {
+    "listops": listops.ListOpsConfig(),
+    "pathfinder32": pathfinder.pathfinder_config(32),
+    "pathx": pathfinder.pathfinder_config(128),
+}
 
 
 def make_config(task: str, **options):
@@ -19,7 +26,7 @@ def make_config(task: str, **options):
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise ValueError(f"lra {task}: no option(s) {unknown}; its options are {known}")
-    return TASKS[task](**options)
+    return dataclasses.replace(TASKS[task], **{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
 
 
 def prepare(task: str, *, root: str | Path | None = None, **options) -> tuple[Path, str]:
@@ -29,12 +36,21 @@ def prepare(task: str, *, root: str | Path | None = None, **options) -> tuple[Pa
     target = folder(task, config, root)
     if (target / "meta.json").exists():
         return target, f"{task}: already prepared in {target}"
-    data = listops.generate(config)
-    splits = {
-        name: pack([[listops.TOKEN_ID[t] for t in seq] for seq, _ in rows], [label for _, label in rows], config.max_length)
-        for name, rows in data.items()
-    }
-    meta = {"task": task, "config": dataclasses.asdict(config), "vocab": list(listops.VOCAB), "classes": 10}
+    if task == "listops":
+        data = listops.generate(config)
+        splits = {
+            name: pack([[listops.TOKEN_ID[t] for t in seq] for seq, _ in rows], [label for _, label in rows], config.max_length)
+            for name, rows in data.items()
+        }
+        meta = {"task": task, "config": dataclasses.asdict(config), "vocab": list(listops.VOCAB), "classes": 10, "pad": 0}
+        report = "\n".join(f"{name}: {listops.describe(rows)}" for name, rows in data.items() if rows)
+    else:  # pathfinder32, pathx: every pixel an 8-bit intensity token, every sequence full length (no padding)
+        data = pathfinder.generate(config, workers=min(2, os.cpu_count() or 1))
+        splits = {
+            name: (images.reshape(len(images), -1), np.full(len(images), images[0].size if len(images) else 0, dtype=np.int32), labels)
+            for name, (images, labels) in data.items()
+        }
+        meta = {"task": task, "config": dataclasses.asdict(config), "vocab_size": 256, "classes": 2, "pad": None}
+        report = "\n".join(f"{name}: {pathfinder.describe(*pair)}" for name, pair in data.items() if len(pair[1]))
     write_splits(target, splits, meta)
-    report = "\n".join(f"{name}: {listops.describe(rows)}" for name, rows in data.items() if rows)
     return target, f"{task}: prepared in {target}\n{report}"
