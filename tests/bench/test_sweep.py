@@ -223,3 +223,13 @@ def test_a_missing_peer_package_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())  # as if installed
     with pytest.raises(ValueError, match="nystrom-attention has no causal form; compare it non-causal"):
         build_peer("nystrom-attention", dim=16, heads=2, n=64, causal=True)
+
+
+def test_cuda_without_a_gpu_is_refused_with_the_fix():
+    config = SweepConfig(names=("full",), ns=(32,), device="cuda", **TINY)
+    if torch.cuda.is_available():
+        points, _ = plan(config)
+        assert all(p.device == "cuda" and p.key().endswith("|cuda") for p in points)
+    else:
+        with pytest.raises(ValueError, match="torch sees no CUDA device on this machine; use --device cpu"):
+            plan(config)
