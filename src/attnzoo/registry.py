@@ -128,8 +128,7 @@ def honours(name: str, position: str) -> bool:
     """Whether mechanism ``name`` can honour positional encoding ``position``: input encodings
     work with every mechanism, rotary wherever queries meet keys (kernel methods included),
     relative and ALiBi only where explicit per-pair scores exist."""
-    info, level = _entry(name)[1].info, _position_entry(position).level
-    return level == "input" or (level == "rotary" and info.qk) or (level == "score" and info.scores)
+    return _entry(name)[1].info.honours(_position_entry(position).level)
 
 
 def compatibility() -> dict[str, dict[str, bool]]:

@@ -212,13 +212,18 @@ def measure_in_fresh_process(point: Point, timeout_s: float | None = None) -> di
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired:
-        return {"point": asdict(point), "key": point.key(), "status": "timeout", "error": f"timed out after {timeout_s:g} s"}
+        return failure(point, "timeout", f"timed out after {timeout_s:g} s")
     if res.returncode == -9:  # SIGKILL: on Linux almost always the kernel's out-of-memory killer
-        return {"point": asdict(point), "key": point.key(), "status": "oom", "error": "killed (SIGKILL), most likely out of memory"}
+        return failure(point, "oom", "killed (SIGKILL), most likely out of memory")
     if res.returncode != 0:
         tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["no output"]
-        return {"point": asdict(point), "key": point.key(), "status": "error", "error": f"exit {res.returncode}: {tail[0]}"}
+        return failure(point, "error", f"exit {res.returncode}: {tail[0]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def failure(point: Point, status: str, message: str) -> dict:
+    """The result of a point that did not finish: its status ("timeout", "oom", "error") and why."""
+    return {"point": asdict(point), "key": point.key(), "status": status, "error": message}
 
 
 def measure_in_forked_process(point: Point, timeout_s: float | None = None) -> dict:
@@ -229,17 +234,16 @@ def measure_in_forked_process(point: Point, timeout_s: float | None = None) -> d
     proc = _FORKS.Process(target=_forked_child, args=(child, json.dumps(asdict(point))), daemon=True)
     proc.start()
     child.close()
-    failed = {"point": asdict(point), "key": point.key()}
     try:
         if not parent.poll(timeout_s):
             proc.kill()
-            return {**failed, "status": "timeout", "error": f"timed out after {timeout_s:g} s"}
+            return failure(point, "timeout", f"timed out after {timeout_s:g} s")
         return json.loads(parent.recv())
     except EOFError:  # the child died without an answer
         proc.join()
         if proc.exitcode == -9:  # SIGKILL: on Linux almost always the kernel's out-of-memory killer
-            return {**failed, "status": "oom", "error": "killed (SIGKILL), most likely out of memory"}
-        return {**failed, "status": "error", "error": f"exit {proc.exitcode} without a result"}
+            return failure(point, "oom", "killed (SIGKILL), most likely out of memory")
+        return failure(point, "error", f"exit {proc.exitcode} without a result")
     finally:
         proc.join()
         parent.close()
@@ -254,8 +258,7 @@ def _forked_child(conn, point_json: str) -> None:
     try:
         result = run(point)
     except Exception as err:  # reported as this point's error; the sweep goes on
-        line = traceback.format_exception_only(type(err), err)[-1].strip()
-        result = {"point": asdict(point), "key": point.key(), "status": "error", "error": line[:500]}
+        result = failure(point, "error", traceback.format_exception_only(type(err), err)[-1].strip()[:500])
     conn.send(json.dumps(result))
     conn.close()
 

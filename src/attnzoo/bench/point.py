@@ -5,11 +5,10 @@ out-of-memory errors, or the address-space cap of ``Point.memory_limit_bytes``).
 
 import json
 import sys
-from dataclasses import asdict
 
 import torch
 
-from attnzoo.bench.harness import Point, measure
+from attnzoo.bench.harness import Point, failure, measure
 
 OOM_TEXT = ("out of memory", "can't allocate memory", "cannot allocate memory")
 
@@ -21,7 +20,7 @@ def run(point: Point) -> dict:
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if isinstance(err, RuntimeError) and not isinstance(err, torch.OutOfMemoryError) and not any(t in text.lower() for t in OOM_TEXT):
             raise
-        return {"point": asdict(point), "key": point.key(), "status": "oom", "error": f"out of memory: {text[:300]}"}
+        return failure(point, "oom", f"out of memory: {text[:300]}")
 
 
 if __name__ == "__main__":

@@ -83,11 +83,7 @@ def plan(config: SweepConfig) -> tuple[list[Point], list[str]]:
                     if name == "full" and config.max_full_n is not None and n > config.max_full_n:
                         notes.append(f"full N={n}: exact attention stops at N={config.max_full_n} (O(N²) time)")
                         continue
-                    points.append(
-                        Point(name, n, **shape, threads=config.threads, backward=config.backward, options=dict(config.options.get(name, {})),
-                              causal=causal, layer=config.layer, device=config.device, memory_limit_bytes=config.memory_limit_bytes,
-                              budget_s=config.budget_s)
-                    )
+                    points.append(Point(name, n, options=dict(config.options.get(name, {})), **_settings(config, shape, causal)))
     notes = list(dict.fromkeys(notes))
     mixers = [n for n in names if getattr(REGISTRY[n][1], "is_layer", False)]
     if mixers and "full" in names and not config.layer:  # mixers are whole layers: give them full attention as a layer too
@@ -116,11 +112,16 @@ def _peer_points(config: SweepConfig, names: list[str], notes: list[str]) -> lis
                 continue
             for shape in grid(config):
                 for n in sorted(config.ns):
-                    common = dict(**shape, threads=config.threads, backward=config.backward, causal=causal, layer=True, device=config.device,
-                                  memory_limit_bytes=config.memory_limit_bytes, budget_s=config.budget_s)
+                    common = _settings(config, shape, causal, layer=True)
                     points.append(Point(mechanism, n, options=ours(n), label=f"{mechanism} layer (vs {package})", **common))
                     points.append(Point(f"peer:{package}", n, label=package, **common))
     return points
+
+
+def _settings(config: SweepConfig, shape: dict, causal: bool, layer: bool | None = None) -> dict:
+    """A point's fields other than mechanism, N, options and label: the config's, at one grid shape."""
+    return dict(**shape, threads=config.threads, backward=config.backward, causal=causal, layer=config.layer if layer is None else layer,
+                device=config.device, memory_limit_bytes=config.memory_limit_bytes, budget_s=config.budget_s)
 
 
 GRID = ("batch", "heads", "head_dim", "dtype")

@@ -170,20 +170,18 @@ class Full(nn.Module):
         scale = resolve_scale(self.config.scale, q.shape[-1], "full")
         bias = None if position is None else position.bias(q, k, scale)
         if position is not None and position.has_value_term:
-            return self._with_value_term(q, k, v, mask, bias, position, p)
+            return self._with_value_term(q, k, v, mask, scale, bias, position, p)
         if self.config.score == "additive":
             return additive_attention(q, k, v, self.w_q, self.w_k, self.w_out, mask=mask, causal=self.causal, bias=bias, dropout_p=p)
         return full_attention(q, k, v, mask=mask, causal=self.causal, scale=scale, bias=bias, dropout_p=p)
 
-    def _with_value_term(self, q, k, v, mask, bias, position, p: float) -> Tensor:
+    def _with_value_term(self, q, k, v, mask, scale: float, bias, position, p: float) -> Tensor:
         """Shaw et al.'s z_i = Σ_j w_ij (v_j + a^V_ij): the weights are needed explicitly."""
         if self.config.score == "additive":
             out, weights = additive_attention(q, k, v, self.w_q, self.w_k, self.w_out, mask=mask, causal=self.causal, bias=bias,
                                               return_weights=True)
         else:
-            scale = resolve_scale(self.config.scale, q.shape[-1], "full")
-            allowed = visible_keys(mask, _causal_dense(q.shape[2], q.device) if self.causal else None)
-            out, weights = reference_attention(q, k, v, allowed=allowed, scale=scale, bias=bias, return_weights=True)
+            out, weights = full_attention(q, k, v, mask=mask, causal=self.causal, scale=scale, bias=bias, return_weights=True)
         if p > 0:  # one dropout mask for both terms
             weights = F.dropout(weights, p)
             out = einsum(weights, v, "b h i j, b h j d -> b h i d")

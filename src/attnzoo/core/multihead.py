@@ -97,10 +97,10 @@ def _check_position(position: nn.Module | None, core: nn.Module) -> None:
         )
     if level not in ("rotary", "score"):
         raise ValueError(f"position must be a positional encoding module (rotary, relative, alibi), got {name}")
-    if level == "rotary" and info is not None and not info.qk:
+    if level == "rotary" and info is not None and not info.honours(level):
         raise ValueError(f"{core_name} never compares queries with keys, so rotary positions cannot act; use an input encoding "
                          "(sinusoidal, learned, floater, rnn)")
-    if level == "score" and (info is None or not info.scores):
+    if level == "score" and (info is None or not info.honours(level)):
         raise ValueError(
             f"{name} adds to explicit q·k scores, which {core_name} never forms; use rotary (it rotates q and k, so it works "
             "wherever q meets k) or an input encoding (sinusoidal, learned, floater, rnn), or the full mechanism"
