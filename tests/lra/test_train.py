@@ -16,6 +16,7 @@ import torch
 
 from attnzoo.bench.store import Store
 from attnzoo.lra.data import eval_batches, open_task, train_batch
+from attnzoo.lra.prepare import prepare
 from attnzoo.lra.train import build_model, learning_rate_factor, make_config, train
 
 LISTOPS = dict(min_length=20, max_length=64, train=96, valid=24, test=24, seed=1)
@@ -54,9 +55,51 @@ def test_an_epoch_of_batches_covers_each_example_once_and_shards_split_the_globa
         train_batch(size, batch, 0, seed=3, rank=0, world=3)
 
 
+@pytest.mark.parametrize("size, batch, pool", [(50, 4, 3), (64, 8, 8), (40, 4, 20)])  # last pool short, pools exact, one pool
+def test_length_pools_keep_the_epoch_and_give_batches_of_similar_length(size, batch, pool):
+    lengths = np.random.default_rng(0).integers(1, 1000, size)
+    per_epoch = size // batch
+    steps = [train_batch(size, batch, step, seed=3, lengths=lengths, length_pool=pool) for step in range(per_epoch)]
+    plain = np.concatenate([train_batch(size, batch, step, seed=3) for step in range(per_epoch)])
+    assert sorted(np.concatenate(steps).tolist()) == sorted(plain.tolist())  # the same examples as the plain epoch
+    for first in range(0, per_epoch, pool):  # a pool's batches are consecutive runs of its examples sorted by length
+        runs = sorted((lengths[b].min(), lengths[b].max()) for b in steps[first:first + pool])
+        assert all(high <= next_low for (_, high), (next_low, _) in zip(runs, runs[1:]))
+        members = np.concatenate(steps[first:first + pool])
+        assert sorted(members.tolist()) == sorted(plain[first * batch:(first + len(runs)) * batch].tolist())
+    step = per_epoch + 1  # the next epoch, sharded over 2 processes
+    whole = train_batch(size, batch, step, seed=3, lengths=lengths, length_pool=pool)
+    shards = [train_batch(size, batch, step, seed=3, rank=r, world=2, lengths=lengths, length_pool=pool) for r in range(2)]
+    assert sorted(np.concatenate(shards).tolist()) == sorted(whole.tolist())
+    with pytest.raises(ValueError, match="with the lengths given"):
+        train_batch(size, batch, 0, seed=3, length_pool=pool)
+
+
+def test_a_trimmed_batch_keeps_every_real_token_and_gives_the_same_logits_for_masked_full_attention(tmp_path):
+    config = tiny(tmp_path)
+    data = open_task(prepare("listops", root=config.data, **LISTOPS)[0])
+    split = data.splits["train"]
+    index = np.array([5, 1, 9, 30])
+    padded, trimmed = split.batch(index), split.batch(index, trim=16)
+    longest = int(split.lengths[index].max())
+    assert trimmed["tokens"].shape[1] == -(-longest // 16) * 16 < padded["tokens"].shape[1]
+    assert torch.equal(trimmed["tokens"], padded["tokens"][:, :trimmed["tokens"].shape[1]])
+    assert torch.equal(trimmed["mask"].sum(1), torch.as_tensor(split.lengths[np.sort(index)], dtype=torch.long))
+    assert torch.equal(trimmed["labels"], padded["labels"])
+    model = build_model(config, data).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(trimmed["tokens"], trimmed["mask"]), model(padded["tokens"], padded["mask"]),
+                                   rtol=1e-5, atol=1e-5)
+    assert split.batch(index, trim=10_000)["tokens"].shape == padded["tokens"].shape  # never longer than the split
+
+
 def test_evaluation_shards_cover_each_example_exactly_once():
     shards = [np.concatenate(list(eval_batches(23, 4, rank=r, world=3))) for r in range(3)]
     assert sorted(np.concatenate(shards).tolist()) == list(range(23))
+    lengths = np.random.default_rng(1).integers(1, 100, 23)
+    for r in range(3):  # by length: the same share, sorted
+        share = np.concatenate(list(eval_batches(23, 4, rank=r, world=3, lengths=lengths)))
+        assert sorted(share.tolist()) == sorted(shards[r].tolist()) and np.all(np.diff(lengths[share]) >= 0)
     assert np.concatenate(list(eval_batches(23, 4, limit=10))).tolist() == list(range(10))
 
 
@@ -75,8 +118,9 @@ def _reference_accuracy(model, split) -> float:
     return correct / len(split)
 
 
-def test_a_run_reports_the_test_accuracy_of_its_best_validation_checkpoint(tmp_path):
-    config = tiny(tmp_path, steps=6, eval_every=2)
+@pytest.mark.parametrize("trim", [dict(), dict(trim=8, length_pool=3)], ids=["padded", "trimmed"])
+def test_a_run_reports_the_test_accuracy_of_its_best_validation_checkpoint(tmp_path, trim):
+    config = tiny(tmp_path, steps=6, eval_every=2, **trim)
     result = train(config)
     assert result["status"] == "done" and result["step"] == 6
     history = result["history"]
@@ -217,8 +261,9 @@ def test_one_training_step_per_task_moves_the_weights(tmp_path, task):
         (lambda: make_config("listops", "full", "small", stepz=3), r"no training setting\(s\) \['stepz'\]"),
         (lambda: make_config("listops", "full", "small", dim=30, heads=4), "multiple of heads"),
         (lambda: make_config("listops", "full", "small", steps=0), "steps must be a positive int"),
+        (lambda: make_config("listops", "full", "small", trim=-8), r"trim must be an int >= 0 \(0: off\)"),
     ],
-    ids=["preset", "task", "mechanism", "setting", "heads", "steps"],
+    ids=["preset", "task", "mechanism", "setting", "heads", "steps", "trim"],
 )
 def test_bad_configs_are_refused_with_the_fix(call, match):
     with pytest.raises(ValueError, match=match):

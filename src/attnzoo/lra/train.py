@@ -83,6 +83,8 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True  # bf16 autocast where the device is CUDA; ignored on CPU
     data_options: dict = field(default_factory=dict)  # the task's generator options (attnzoo lra prepare)
+    trim: int = 0  # > 0: cut each batch to its longest example, rounded up to a multiple of this (lra/data.py)
+    length_pool: int = 0  # > 0: draw batches of similar length from pools of this many batches
     # where (not part of the key)
     data: str | None = None  # data folder (default $ATTNZOO_DATA or attnzoo-out/lra)
     out: str = str(DEFAULT_OUT)
@@ -126,6 +128,10 @@ def _check(c: TrainConfig) -> None:
                          f"got {c.warmup}, {c.lr}, {c.dropout}, {c.weight_decay}")
     if c.dim % c.heads:
         raise ValueError(f"dim {c.dim} must be a multiple of heads {c.heads}")
+    for name in ("trim", "length_pool"):
+        value = getattr(c, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name} must be an int >= 0 (0: off), got {value!r}")
     if c.clip_norm is not None and c.clip_norm <= 0:
         raise ValueError(f"clip_norm must be positive or None, got {c.clip_norm}")
     if c.device not in ("auto", "cpu", "cuda"):
@@ -191,8 +197,9 @@ def evaluate(model: nn.Module, split, config: TrainConfig, device: torch.device,
     was_training = model.training
     model.eval()
     correct = total = 0
-    for index in eval_batches(len(split), config.batch_size, _rank(), _world(), limit):
-        batch = split.batch(index, device)
+    lengths = split.lengths if config.trim else None
+    for index in eval_batches(len(split), config.batch_size, _rank(), _world(), limit, lengths):
+        batch = split.batch(index, device, config.trim)
         with _autocast(config, device):
             logits = forward(model, batch)
         correct += int((logits.argmax(-1) == batch["labels"]).sum())
@@ -287,6 +294,7 @@ def _train(config: TrainConfig, *, resume: bool, force: bool, on_step, stream) -
         write_atomic(run_dir / "config.json", json.dumps(dataclasses.asdict(config), indent=1, default=list) + "\n")
     store = _open_store(config) if main else None
     record = _record_base(config, data, device, world)
+    # positions at the task's full length, as LRA counts them: trimmed padding shows as a higher rate
     tokens_per_step = config.batch_size * data.length * (2 if data.pairs else 1)
 
     def report(status: str, **extra) -> None:
@@ -332,7 +340,9 @@ def _loop(config, data, model, optimizer, schedule, state, device, run_dir, on_s
     with stop.installed():
         while state["step"] < config.steps:
             step = state["step"]
-            batch = train_split.batch(train_batch(len(train_split), config.batch_size, step, config.seed, rank, world), device)
+            index = train_batch(len(train_split), config.batch_size, step, config.seed, rank, world,
+                                train_split.lengths, config.length_pool)
+            batch = train_split.batch(index, device, config.trim)
             with _autocast(config, device):
                 logits = forward(trained, batch)
                 loss = F.cross_entropy(logits.float(), batch["labels"])
