@@ -6,9 +6,11 @@ efficient mechanisms of every family.
     python benchmarks/lra_cpu.py --tasks listops --mechanisms full linear
     python benchmarks/lra_cpu.py --export                # only rewrite benchmarks/lra/ from the store
 
-Each run is ``attnzoo lra train TASK --mechanism NAME --preset cpu`` into the store
-attnzoo-out/lra-cpu/results.sqlite. A finished run is skipped and an interrupted one resumes from
-its checkpoint, so killing this script loses at most the step in flight. Afterwards
+Each run is ``torchrun --standalone --nproc-per-node 2 -m attnzoo.lra.train TASK --mechanism NAME
+--preset cpu --resume`` into the store attnzoo-out/lra-cpu/results.sqlite: two single-threaded
+processes train a ListOps step 1.4x faster here than one process with two threads (measured:
+linear, 123k vs 88k positions/s). A finished run is skipped and an interrupted one resumes from its
+checkpoint, so killing this script loses at most the steps since the last validation. Afterwards
 benchmarks/lra/ gets runs.json (every finished run: accuracies, the validation history, wall time,
 tokens/s, peak RSS), table.txt (``attnzoo lra report``'s table) and bubbles.png (score against
 the speed and memory of the committed default benchmark at N = 2K, benchmarks/results/bench_default.json).
@@ -19,13 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from attnzoo.bench.files import write_atomic
 from attnzoo.bench.store import Store
 from attnzoo.lra.report import format_table, table, write_chart
-from attnzoo.lra.train import make_config, train
+from attnzoo.lra.train import make_config
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "lra"
@@ -56,15 +60,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--mechanisms", nargs="+", default=list(MECHANISMS))
+    parser.add_argument("--procs", type=int, default=2, help="data-parallel processes (torchrun); 1: this process")
     parser.add_argument("--export", action="store_true", help="only export the finished runs")
     args = parser.parse_args()
     if not args.export:
         for task in args.tasks:
             for name in args.mechanisms:
-                config = make_config(task, name, "cpu", store=str(STORE), out=str(RUNS), log_every=50)
+                key = make_config(task, name, "cpu").key()  # checks the names before anything starts
+                command = ["attnzoo.lra.train", task, "--mechanism", name, "--preset", "cpu", "--resume",
+                           "--store", str(STORE), "--out", str(RUNS), "--set", "log_every=50"]
+                launcher = [sys.executable, "-m"] if args.procs == 1 else \
+                    [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.procs}", "-m"]
                 start = time.perf_counter()
-                result = train(config, resume=True)
-                print(f"{config.key()}: {result['status']} after {time.perf_counter() - start:.0f} s in this call", flush=True)
+                code = subprocess.call(launcher + command)
+                print(f"{key}: exit {code} after {time.perf_counter() - start:.0f} s in this call", flush=True)
+                if code:
+                    sys.exit(code)
     export()
 
 
