@@ -60,7 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--mechanisms", nargs="+", default=list(MECHANISMS))
-    parser.add_argument("--procs", type=int, default=2, help="data-parallel processes (torchrun); 1: this process")
+    parser.add_argument("--procs", type=int, default=2, help="data-parallel processes under torchrun; 1: one plain process (no torchrun)")
     parser.add_argument("--export", action="store_true", help="only export the finished runs")
     args = parser.parse_args()
     if not args.export:

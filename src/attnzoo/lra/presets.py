@@ -50,11 +50,11 @@ _SMALL_TRAIN = {
     "pathx": dict(batch_size=64, warmup=312, steps=62400, eval_every=312),
 }
 
-# ListOps sits at chance (the label prior) for the first 600+ steps at this size, for linear and
-# Nyström attention alike (measured: valid 0.17-0.20 through step 625 and 540 at 1500-step schedules),
-# so the budget is thousands of steps: 1.2-3 s a step here, hours per run, resumable across sessions.
-# Batches are trimmed to their longest example and drawn from pools of 50 by length: ListOps' median
-# example is 954 of 2,000 tokens, so this roughly halves the compute of a step (lra/data.py).
+# ListOps sits at chance (the label prior) for its first 1,000+ steps at this size: full attention
+# stayed at valid 0.17-0.20 through step 1,250, then reached 0.37 at 1,500 (benchmarks/lra), so the
+# budget is thousands of steps, hours per run, resumable across sessions. Batches are trimmed to their
+# longest example and drawn from pools of 50 by length: ListOps' median example is 954 of 2,000
+# tokens, so a step costs 2.2-2.9x less (lra/data.py; benchmarks/README.md).
 _CPU_TRAIN = {
     "listops": dict(batch_size=32, lr=1e-3, warmup=500, steps=5000, eval_every=250, eval_limit=500, trim=64, length_pool=50),
     # 24,000 of LRA's 200,000 images: drawing them takes minutes here, not hours

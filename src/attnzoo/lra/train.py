@@ -119,19 +119,18 @@ def make_config(task: str, mechanism: str = "full", preset: str = "small", **ove
 
 
 def _check(c: TrainConfig) -> None:
-    for name in ("dim", "depth", "heads", "ffn_mult", "batch_size", "steps", "eval_every", "log_every"):
-        value = getattr(c, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    counts = (("dim", "depth", "heads", "ffn_mult", "batch_size", "steps", "eval_every", "log_every"), 1, "a positive int"), \
+             (("trim", "length_pool"), 0, "an int >= 0 (0: off)")
+    for names, lowest, what in counts:
+        for name in names:
+            value = getattr(c, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+                raise ValueError(f"{name} must be {what}, got {value!r}")
     if c.warmup < 0 or c.lr <= 0 or not 0 <= c.dropout < 1 or c.weight_decay < 0:
         raise ValueError(f"need warmup >= 0, lr > 0, 0 <= dropout < 1, weight_decay >= 0; "
                          f"got {c.warmup}, {c.lr}, {c.dropout}, {c.weight_decay}")
     if c.dim % c.heads:
         raise ValueError(f"dim {c.dim} must be a multiple of heads {c.heads}")
-    for name in ("trim", "length_pool"):
-        value = getattr(c, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"{name} must be an int >= 0 (0: off), got {value!r}")
     if c.clip_norm is not None and c.clip_norm <= 0:
         raise ValueError(f"clip_norm must be positive or None, got {c.clip_norm}")
     if c.device not in ("auto", "cpu", "cuda"):
