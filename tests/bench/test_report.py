@@ -12,7 +12,7 @@ import torch
 from attnzoo.bench.summary import lra_efficiency
 from attnzoo.viz.bubble import bubble_points, plot_bubbles
 from attnzoo.viz.report import gallery_panels, write_report
-from tests.bench.test_summary import make_row
+from tests.bench.test_summary import make_row, peer_rows
 
 PNG = b"\x89PNG\r\n\x1a\n"
 NS = (1024, 2048, 4096)
@@ -197,3 +197,25 @@ def test_the_header_names_points_measured_while_other_processes_took_cores(tmp_p
     text = write_report(rows, tmp_path, command="attnzoo bench").read_text(encoding="utf-8")
     assert "1 of 13 points ran while other processes took ≥ 0.5 core" in text and "full N=1024 (1.4)" in text
     assert "contention" not in write_report(bench_rows(), tmp_path / "quiet", command="attnzoo bench").read_text(encoding="utf-8")
+
+
+def test_report_puts_each_package_beside_our_layer(tmp_path):
+    page = Page()
+    page.feed(write_report(peer_rows(), tmp_path, command="attnzoo bench --peers").read_text(encoding="utf-8"))
+    cells = page.cells
+    head = cells.index("package")
+    assert cells[head : head + 10] == ["package", "ours", "N", "ours fwd+bwd (ms)", "package fwd+bwd (ms)", "speed-up fwd",
+                                       "speed-up fwd+bwd", "ours peak (MiB)", "package peak (MiB)", "memory (× package)"]
+    rows = [cells[i : i + 10] for i in range(head + 10, head + 70, 10)]
+    mib = 2**20
+    assert rows[0] == ["linformer", "linformer", "4096", "100", "150", "1.50×", "1.50×", f"{200 / mib:.1f}", f"{300 / mib:.1f}", "0.67×"]
+    assert rows[1][:7] == ["linformer", "linformer", "16384", "400", "timeout", "–", "–"]
+    assert rows[2][:5] == ["nystrom-attention", "–", "4096", "not measured", "20.0"]
+    assert rows[4][:7] == ["reformer-pytorch causal", "reformer", "4096", "90.0", "45.0", "2.00×", "0.50×"]
+    assert rows[5][:5] == ["sinkhorn-transformer", "–", "4096", "not measured", "10.0"]
+
+
+def test_report_without_packages_says_how_to_add_them(tmp_path):
+    rows = [make_row("full", 1024, 1.0, 1)]
+    text = write_report(rows, tmp_path, command="attnzoo bench").read_text(encoding="utf-8")
+    assert "No package was measured: <code>attnzoo bench --peers</code> adds the installed ones." in text

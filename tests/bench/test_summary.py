@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from attnzoo.bench.summary import (
-    display_name, error_table, fastest, fitted_slope, lra_efficiency, series, slopes, terminal_table,
+    display_name, error_table, fastest, fitted_slope, lra_efficiency, peer_table, peer_terminal_table, series, slopes,
+    terminal_table,
 )
 
 
@@ -136,3 +137,50 @@ def test_terminal_table_lists_every_series_and_failed_points():
     local_4k = next(line for line in lines if line.startswith("local (cpu) ") and " 4096 " in line)
     assert "8.00×" in local_4k and "205k" in local_4k  # 160 ms / 20 ms; 4096 tokens / 20 ms
     assert "nan" not in text
+
+
+def peer_rows():
+    """linformer vs its package at 4K (ours 100 ms / 200 B, theirs 150 ms / 300 B) and at 16K (theirs timed out), a
+    causal reformer pair, a package with no layer of ours beside it, ours at 8 heads against the package at 4 (not a
+    pair), and a labelled row that is not a peer comparison."""
+    vs = "linformer layer (vs linformer)"  # the label the sweep gives our layer beside the package
+    return [
+        make_row("linformer", 4096, 100.0, 200, label=vs, layer=True),
+        make_row("peer:linformer", 4096, 150.0, 300, label="linformer", family="peer", layer=True),
+        make_row("linformer", 16384, 400.0, 800, label=vs, layer=True),
+        make_row("peer:linformer", 16384, status="timeout", message="ran past 1800 s", label="linformer", family="peer", layer=True),
+        make_row("reformer", 4096, 90.0, 50, fwd=20.0, causal=True, label="reformer layer (vs reformer-pytorch)", layer=True),
+        make_row("peer:reformer-pytorch", 4096, 45.0, 100, fwd=40.0, causal=True, label="reformer-pytorch", family="peer", layer=True),
+        make_row("peer:sinkhorn-transformer", 4096, 10.0, 10, label="sinkhorn-transformer", family="peer", layer=True),
+        make_row("nystrom", 4096, 10.0, 10, label="nystrom layer (vs nystrom-attention)", heads=8, layer=True),
+        make_row("peer:nystrom-attention", 4096, 20.0, 10, label="nystrom-attention", family="peer", layer=True),
+        make_row("local", 4096, 10.0, 10, label="local <w=16>"),
+    ]
+
+
+def test_peer_table_pairs_each_package_with_our_layer_at_the_same_settings():
+    table = peer_table(peer_rows())
+    got = [(p["package"], p["mechanism"], p["n"], p["causal"], p["speedup_forward"], p["speedup_forward_backward"], p["memory"])
+           for p in table]
+    assert got == [
+        ("linformer", "linformer", 4096, False, pytest.approx(1.5), pytest.approx(1.5), pytest.approx(2 / 3)),
+        ("linformer", "linformer", 16384, False, None, None, None),  # the package timed out
+        ("nystrom-attention", None, 4096, False, None, None, None),  # ours ran at 8 heads: no pair
+        ("nystrom-attention", "nystrom", 4096, False, None, None, None),
+        ("reformer-pytorch", "reformer", 4096, True, pytest.approx(2.0), pytest.approx(0.5), pytest.approx(0.5)),
+        ("sinkhorn-transformer", None, 4096, False, None, None, None),
+    ]
+    assert table[1]["peer"]["status"] == "timeout" and table[1]["ours"]["forward_backward_ms"] == 400.0
+    assert table[5]["ours"] is None and table[2]["ours"] is None and table[3]["peer"] is None
+    assert peer_table([make_row("local", 1024, 1.0, 1, label="local <w=16>")]) == []
+
+
+def test_peer_terminal_table_one_line_per_pair_with_failures_named():
+    lines = peer_terminal_table(peer_rows()).splitlines()
+    assert lines[0].split() == ["package", "ours", "N", "ours", "ms", "package", "ms", "speed-up", "ours", "MiB", "package", "MiB",
+                                "memory"]
+    assert lines[1].split()[:6] == ["linformer", "linformer", "4096", "100", "150", "1.50×"] and lines[1].split()[-1] == "0.67×"
+    assert lines[2].split()[:6] == ["linformer", "linformer", "16384", "400", "timeout", "–"]
+    assert lines[5].split()[:7] == ["reformer-pytorch", "causal", "reformer", "4096", "90.0", "45.0", "0.50×"]
+    assert "not measured" in lines[6] and len(lines) == 7
+    assert peer_terminal_table([make_row("full", 1024, 1.0, 1)]) == ""

@@ -128,11 +128,14 @@ def report_command(args) -> int:
 
 
 def _report(rows: list[dict], args, command: str, runs: list[dict] = ()) -> int:
-    from attnzoo.bench.summary import terminal_table
+    from attnzoo.bench.summary import peer_terminal_table, terminal_table
     from attnzoo.viz.report import write_report
 
     print()
     print(terminal_table(rows))
+    if peers := peer_terminal_table(rows):
+        print("\nagainst the public packages (speed-up: theirs / ours; memory: ours / theirs):")
+        print(peers)
     scores = _lra_scores(args.lra)
     if scores is None and runs:  # LRA runs trained into this store feed the bubble chart
         from attnzoo.lra.report import scores_for_chart, table

@@ -12,6 +12,7 @@ is peak memory relative to it.
 from __future__ import annotations
 
 import math
+import re
 
 LRA_NS = (1024, 2048, 3072, 4096)
 TIME_FIELDS = ("forward_ms", "forward_backward_ms")
@@ -178,6 +179,46 @@ def error_table(rows: list[dict]) -> list[dict]:
     return out
 
 
+PEER_PREFIX = "peer:"
+_VERSUS = re.compile(r" \(vs (?P<package>[^()]+)\)$")
+
+
+def peer_label(mechanism: str, package: str) -> str:
+    """The label of our layer measured beside a package (the sweep writes it, ``peer_table`` reads it)."""
+    return f"{mechanism} layer (vs {package})"
+
+
+def peer_table(rows: list[dict]) -> list[dict]:
+    """Each public package against our layer at matched settings, per N and direction.
+
+    The sweep (``--peers``) measures a package as the row named "peer:<package>" and our layer beside
+    it as the row labelled "... (vs <package>)", at the same N, device, dtype, batch, heads, head dim,
+    causal setting and thread count. ``speedup_*`` = the package's time / ours (> 1: ours is faster);
+    ``memory`` = our peak / the package's (< 1: ours is smaller); None where either point failed.
+
+    Returns [{"package", "mechanism", "n", "causal", "ours", "peer", "speedup_forward",
+    "speedup_forward_backward", "memory"}] sorted by package, causal, N; "ours" / "peer" are the rows
+    (None when that point was not measured).
+    """
+    peers, ours = {}, {}
+    for r in rows:
+        if r["name"].startswith(PEER_PREFIX):
+            peers[(r["name"][len(PEER_PREFIX):], r["n"], _group(r))] = r
+        elif match := _VERSUS.search(r.get("label") or ""):
+            ours[(match["package"], r["n"], _group(r))] = r
+    out = []
+    for key in peers.keys() | ours.keys():
+        mine, theirs = ours.get(key), peers.get(key)
+        ok = mine is not None and theirs is not None and mine.get("status") == theirs.get("status") == "ok"
+        causal = bool((mine or theirs).get("causal"))
+        pair = {"package": key[0], "mechanism": mine["name"] if mine else None, "n": key[1], "causal": causal, "ours": mine, "peer": theirs}
+        for field in TIME_FIELDS:
+            pair["speedup_" + field.removesuffix("_ms")] = _ratio(theirs.get(field), mine.get(field)) if ok else None
+        pair["memory"] = _ratio(mine.get("peak_bytes"), theirs.get("peak_bytes")) if ok else None
+        out.append((str(key[2]), pair))
+    return [pair for _, pair in sorted(out, key=lambda e: (e[1]["package"], e[1]["causal"], e[1]["n"], e[0]))]
+
+
 def time_field(rows: list[dict]) -> str:
     """"forward_backward_ms" when any ok row has it, else "forward_ms" (forward-only runs)."""
     ok = [r for r in rows if r.get("status") == "ok"]
@@ -260,7 +301,33 @@ def terminal_table(rows: list[dict]) -> str:
                 fmt(_ratio(full.get(r["n"], {}).get(field), r.get(field)), "x"), fmt(r.get("peak_bytes"), "mib"),
                 fmt(r.get("error_random"), "err"), fmt(r.get("error_peaked"), "err"), "",
             ])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    return _aligned(lines)
+
+
+def peer_terminal_table(rows: list[dict]) -> str:
+    """``peer_table`` as text, one line per package, N and direction ("" without packages); a failed
+    point shows its status."""
+    lines = [["package", "ours", "N", "ours ms", "package ms", "speed-up", "ours MiB", "package MiB", "memory", ""]]
+    field = time_field(rows)
+    for pair in peer_table(rows):
+        mine, theirs = pair["ours"], pair["peer"]
+        cells = [value_or_status(mine, field), value_or_status(theirs, field), fmt(pair["speedup_" + field.removesuffix("_ms")], "x"),
+                 value_or_status(mine, "peak_bytes", "mib"), value_or_status(theirs, "peak_bytes", "mib"), fmt(pair["memory"], "x")]
+        name = pair["package"] + (" causal" if pair["causal"] else "")
+        lines.append([name, pair["mechanism"] or "–", str(pair["n"]), *cells, ""])
+    return _aligned(lines) if len(lines) > 1 else ""
+
+
+def value_or_status(row: dict | None, field: str, kind: str = "num") -> str:
+    """A point's value, or why there is none: its status, or "not measured"."""
+    if row is None:
+        return "not measured"
+    return fmt(row.get(field), kind) if row.get("status") == "ok" else str(row.get("status"))
+
+
+def _aligned(lines: list[list[str]]) -> str:
+    """Columns padded to their widest cell (the first left-aligned, the rest right-aligned); the last cell trails unpadded."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
     text = []
     for line in lines:
         cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))]

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 import torch
 
 from attnzoo.bench.harness import Point, measure_in_forked_process
+from attnzoo.bench.summary import peer_label
 from attnzoo.registry import REGISTRY, describe, list_mechanisms, make_config
 
 FAMILIES = ("exact", "sparse", "clustered", "lowrank", "kernel", "mixing")
@@ -113,7 +114,7 @@ def _peer_points(config: SweepConfig, names: list[str], notes: list[str]) -> lis
             for shape in grid(config):
                 for n in sorted(config.ns):
                     common = _settings(config, shape, causal, layer=True)
-                    points.append(Point(mechanism, n, options=ours(n), label=f"{mechanism} layer (vs {package})", **common))
+                    points.append(Point(mechanism, n, options=ours(n), label=peer_label(mechanism, package), **common))
                     points.append(Point(f"peer:{package}", n, label=package, **common))
     return points
 

@@ -2,8 +2,8 @@
 
 Sections: header (command, machine, versions, dates), summary (fastest mechanism per N), time and
 memory curves with fitted log-log slopes, the LRA-style efficiency table (Tay et al., 2021, Table 2,
-arxiv.org/abs/2011.04006), approximation errors, failed points, every point, the pattern gallery and,
-given LRA scores, the score / speed / memory bubble chart. The PNGs are also left beside the page.
+arxiv.org/abs/2011.04006), approximation errors, the public packages against ours, failed points,
+every point, the pattern gallery and, given LRA scores, the score / speed / memory bubble chart. The PNGs are also left beside the page.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 
 from attnzoo.bench.files import replace_atomically
 from attnzoo.bench.summary import (
-    LRA_NS, display_name, error_table, fastest, fitted_slope, fmt, lra_efficiency, series, terminal_table, time_field,
+    LRA_NS, display_name, error_table, fastest, fitted_slope, fmt, lra_efficiency, peer_table, series, terminal_table, time_field,
+    value_or_status,
 )
 from attnzoo.viz.figure import pyplot, save
 
@@ -69,6 +70,7 @@ def write_report(
     body += _curves(rows, out_dir)
     body += _efficiency(rows)
     body += _errors(rows)
+    body += _peers(rows)
     body += _failures(rows)
     body += ["<h2>Every point</h2>", f"<pre>{escape(terminal_table(rows))}</pre>"]
     body += _gallery(rows, gallery or [], gallery_n, out_dir)
@@ -202,6 +204,30 @@ def _errors(rows: list[dict]) -> list[str]:
         html.append(f"<tr><td>{escape(name)}</td>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>")
     html.append("</table>")
     return out + ["\n".join(html)]
+
+
+def _peers(rows: list[dict]) -> list[str]:
+    out = ["<h2>Against the public packages</h2>"]
+    pairs = peer_table(rows)
+    if not pairs:
+        return out + ['<p class="note">No package was measured: <code>attnzoo bench --peers</code> adds the installed ones.</p>']
+    out.append(
+        "<p class=\"note\">Each package's layer x [B, N, C] → [B, N, C] beside attnzoo's, with the settings matched "
+        "(<code>attnzoo.bench.peers</code>), projections included, every point in a fresh process. Speed-up: the package's "
+        "time over ours (&gt; 1: ours is faster); memory: our peak over the package's (&lt; 1: ours is smaller).</p>"
+    )
+    head = ["package", "ours", "N", "ours fwd+bwd (ms)", "package fwd+bwd (ms)", "speed-up fwd", "speed-up fwd+bwd",
+            "ours peak (MiB)", "package peak (MiB)", "memory (× package)"]
+    body = []
+    for pair in pairs:
+        mine, theirs = pair["ours"], pair["peer"]
+        body.append([
+            pair["package"] + (" causal" if pair["causal"] else ""), pair["mechanism"] or "–", str(pair["n"]),
+            value_or_status(mine, "forward_backward_ms"), value_or_status(theirs, "forward_backward_ms"),
+            fmt(pair["speedup_forward"], "x"), fmt(pair["speedup_forward_backward"], "x"),
+            value_or_status(mine, "peak_bytes", "mib"), value_or_status(theirs, "peak_bytes", "mib"), fmt(pair["memory"], "x"),
+        ])
+    return out + [_table(head, body)]
 
 
 def _failures(rows: list[dict]) -> list[str]:
