@@ -72,8 +72,9 @@ CORE_PAIRS = ("reformer", "routing", "sinkhorn")  # peers whose attention core t
 
 
 def routing_clusters(n: int) -> int:
-    """√N clusters of √N tokens each (Roy et al. 2021), rounded to a power of two dividing N."""
-    return 2 ** round(math.log2(math.sqrt(n)))
+    from attnzoo.clustered.routing import paper_clusters  # imported late: torch's threads are set per process
+
+    return paper_clusters(n)
 
 
 # The matched settings of each pair: (peer package, settings passed to both sides).

@@ -236,7 +236,8 @@ def test_a_killed_sweep_resumes_where_it_stopped(tmp_path):
 def test_the_default_sweep_is_every_mechanism_at_the_lra_end_points():
     points, notes = plan(SweepConfig(**PRESETS["default"]))
     assert {p.name for p in points} == set(attnzoo.list_mechanisms())
-    assert notes == ["full also measured as a whole layer, the yardstick of the mixers (synthesizer, fnet, gmlp, mixer)"]
+    assert notes == ["routing: clusters = √N, the paper's at each N (--opt routing.clusters=K fixes it)",
+                     "full also measured as a whole layer, the yardstick of the mixers (synthesizer, fnet, gmlp, mixer)"]
     assert {p.n for p in points if p.name == "full" and p.layer} == {1024, 2048, 4096}
     assert {p.n for p in points} == {1024, 2048, 4096} and not any(p.causal for p in points)
     full_points, _ = plan(SweepConfig(**PRESETS["full"]))
@@ -244,6 +245,14 @@ def test_the_default_sweep_is_every_mechanism_at_the_lra_end_points():
     causal = {p.name for p in full_points if p.causal}
     assert causal == {n for n in attnzoo.list_mechanisms() if describe(n)["causal"]}
     json.dumps(PRESETS)  # presets are plain data
+
+
+def test_routing_takes_the_papers_square_root_cluster_count_at_each_length_unless_given():
+    points, notes = plan(SweepConfig(names=("routing",), ns=(1024, 4096, 16384), **TINY))
+    assert [p.options for p in points] == [{"clusters": 32}, {"clusters": 64}, {"clusters": 128}]  # √N
+    assert "routing: clusters = √N, the paper's at each N (--opt routing.clusters=K fixes it)" in notes
+    points, notes = plan(SweepConfig(names=("routing",), ns=(1024, 4096), options={"routing": {"clusters": 4}}, **TINY))
+    assert [p.options for p in points] == [{"clusters": 4}, {"clusters": 4}] and not [n for n in notes if "√N" in n]
 
 
 def test_batch_heads_head_dim_and_dtype_sweep_as_a_grid():

@@ -8,16 +8,12 @@ Each entry: package -> (our mechanism, our options at length n, the peer's layer
 from __future__ import annotations
 
 import importlib.util
-import math
 from typing import Callable
 
 import torch
 from torch import nn
 
-
-def routing_clusters(n: int) -> int:
-    """√N clusters of √N tokens each (Roy et al. 2021), a power of two dividing N."""
-    return 2 ** round(math.log2(math.sqrt(n)))
+from attnzoo.clustered.routing import paper_clusters
 
 
 class _Peer(nn.Module):
@@ -68,7 +64,7 @@ def _reformer(dim: int, heads: int, n: int, causal: bool) -> nn.Module:
 def _routing(dim: int, heads: int, n: int, causal: bool) -> nn.Module:
     from routing_transformer.routing_transformer import SelfAttention
 
-    window = n // routing_clusters(n)  # its num_clusters = max_seq_len // window_size
+    window = n // paper_clusters(n)  # its num_clusters = max_seq_len // window_size
     if n % window:
         raise ValueError(f"routing-transformer needs N divisible by the cluster size {window}, got {n}")
     return _Peer(SelfAttention(dim, 1, n, heads, 0, window, dim_head=dim // heads, causal=causal))
@@ -111,7 +107,7 @@ PEERS: dict[str, tuple[str, str, Callable[[int], dict], Callable[..., nn.Module]
     "performer-pytorch": ("performer_pytorch", "performer", lambda n: {}, _performer),
     "linformer": ("linformer", "linformer", lambda n: {"k": 256, "sharing": "headwise"}, _linformer),
     "reformer-pytorch": ("reformer_pytorch", "reformer", lambda n: {"bucket_size": 64, "n_hashes": 4}, _reformer),
-    "routing-transformer": ("routing_transformer", "routing", lambda n: {"clusters": routing_clusters(n)}, _routing),
+    "routing-transformer": ("routing_transformer", "routing", lambda n: {"clusters": paper_clusters(n)}, _routing),
     "sinkhorn-transformer": ("sinkhorn_transformer", "sinkhorn", lambda n: {"block": 64, "iters": 8, "temperature": 0.75}, _sinkhorn),
     "nystrom-attention": ("nystrom_attention", "nystrom", lambda n: {"landmarks": 64, "pinv_iterations": 6}, _nystrom),
     "local-attention": ("local_attention", "local", lambda n: {"window": 256}, _local),

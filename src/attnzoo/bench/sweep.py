@@ -20,9 +20,14 @@ import torch
 
 from attnzoo.bench.harness import Point, measure_in_forked_process
 from attnzoo.bench.summary import peer_label
+from attnzoo.clustered.routing import paper_clusters
 from attnzoo.registry import REGISTRY, describe, list_mechanisms, make_config
 
 FAMILIES = ("exact", "sparse", "clustered", "lowrank", "kernel", "mixing")
+
+# Options whose paper value depends on N, set at each N unless --opt gives them. Routing's default of
+# 8 clusters is O(N²/8): it ran out of 24 GiB at 64K, where √N clusters peaked at 1.4 GiB (benchmarks/README.md).
+LENGTH_OPTIONS = {"routing": ("clusters", paper_clusters, "√N, the paper's")}  # name -> (option, n -> value, what it is)
 
 
 @dataclass
@@ -84,7 +89,11 @@ def plan(config: SweepConfig) -> tuple[list[Point], list[str]]:
                     if name == "full" and config.max_full_n is not None and n > config.max_full_n:
                         notes.append(f"full N={n}: exact attention stops at N={config.max_full_n} (O(N²) time)")
                         continue
-                    points.append(Point(name, n, options=dict(config.options.get(name, {})), **_settings(config, shape, causal)))
+                    points.append(Point(name, n, options=_options_at(config, name, n), **_settings(config, shape, causal)))
+    for name in names:
+        if name in LENGTH_OPTIONS and LENGTH_OPTIONS[name][0] not in config.options.get(name, {}):
+            option, _, what = LENGTH_OPTIONS[name]
+            notes.append(f"{name}: {option} = {what} at each N (--opt {name}.{option}=K fixes it)")
     notes = list(dict.fromkeys(notes))
     mixers = [n for n in names if getattr(REGISTRY[n][1], "is_layer", False)]
     if mixers and "full" in names and not config.layer:  # mixers are whole layers: give them full attention as a layer too
@@ -93,6 +102,15 @@ def plan(config: SweepConfig) -> tuple[list[Point], list[str]]:
     if config.peers:
         points += _peer_points(config, names, notes)
     return points, notes
+
+
+def _options_at(config: SweepConfig, name: str, n: int) -> dict:
+    """A mechanism's options at length n: the user's (--opt), over the length-scaled ones."""
+    scaled = {}
+    if name in LENGTH_OPTIONS:
+        option, at, _ = LENGTH_OPTIONS[name]
+        scaled[option] = at(n)
+    return {**scaled, **config.options.get(name, {})}
 
 
 def _peer_points(config: SweepConfig, names: list[str], notes: list[str]) -> list[Point]:

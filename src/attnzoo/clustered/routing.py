@@ -18,6 +18,7 @@ e value dim.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,12 @@ class RoutingConfig:
     seed: int | None = None  # seeds the centroids' initial draw (None: torch's global generator)
     scale: float | None = None
     dropout_p: float = 0.0
+
+
+def paper_clusters(n: int) -> int:
+    """The paper's cluster count at length n: √N clusters of √N tokens, as a power of two, which makes
+    routing O(N^1.5). A count fixed while N grows leaves it O(N²/K)."""
+    return 2 ** round(math.log2(math.sqrt(n)))
 
 
 def cluster_size(n: int, clusters: int) -> int:
