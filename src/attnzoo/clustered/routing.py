@@ -34,7 +34,7 @@ from attnzoo.core.info import MechanismInfo
 
 @dataclass
 class RoutingConfig:
-    clusters: int = 8  # k-means centroids per head; each cluster holds ceil(N / clusters) tokens
+    clusters: int = 8  # k-means centroids per head, each holding ceil(N / clusters) tokens; the paper: √N (paper_clusters)
     decay: float = 0.999  # EMA decay of the centroids in training
     kmeans_init_iters: int = 10  # Lloyd iterations that initialize the centroids on the first training batch
     seed: int | None = None  # seeds the centroids' initial draw (None: torch's global generator)
