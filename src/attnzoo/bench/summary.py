@@ -179,7 +179,6 @@ def error_table(rows: list[dict]) -> list[dict]:
     return out
 
 
-PEER_PREFIX = "peer:"
 _VERSUS = re.compile(r" \(vs (?P<package>[^()]+)\)$")
 
 
@@ -202,8 +201,8 @@ def peer_table(rows: list[dict]) -> list[dict]:
     """
     peers, ours = {}, {}
     for r in rows:
-        if r["name"].startswith(PEER_PREFIX):
-            peers[(r["name"][len(PEER_PREFIX):], r["n"], _group(r))] = r
+        if r["name"].startswith("peer:"):
+            peers[(r["name"].removeprefix("peer:"), r["n"], _group(r))] = r
         elif match := _VERSUS.search(r.get("label") or ""):
             ours[(match["package"], r["n"], _group(r))] = r
     out = []
