@@ -80,6 +80,13 @@ def test_series_with_several_option_sets_are_told_apart():
     assert sorted(series(rows)) == ["local (window=16)", "local (window=64)"]
 
 
+def test_options_the_sweep_scaled_with_n_make_one_curve():
+    scaled = [make_row("routing", n, 1.0, 1, options={"clusters": c, "window": 8}, scaled_options=["clusters"]) for n, c in ((1024, 32), (4096, 64))]
+    assert list(series(scaled)) == ["routing"] and [r["n"] for r in series(scaled)["routing"]] == [1024, 4096]
+    fixed = make_row("routing", 1024, 1.0, 1, options={"clusters": 8, "window": 8})  # a user's fixed count is its own curve
+    assert sorted(series(scaled + [fixed])) == ["routing (clusters=8,window=8)", "routing (window=8)"]
+
+
 def test_lra_efficiency_against_hand_computed_ratios():
     eff = lra_efficiency(rows_for_efficiency())
     assert eff["ns"] == [1024, 2048, 3072, 4096]

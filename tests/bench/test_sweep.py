@@ -158,7 +158,8 @@ PROCESS_IDS = ["fresh", "forked"]
 
 @pytest.mark.parametrize("measure", PROCESSES, ids=PROCESS_IDS)
 def test_a_slow_point_times_out_in_its_own_process(measure):
-    point = Point("full", 2048, heads=4, head_dim=64, budget_s=30)  # 30 s of repeats
+    # ~7 s of work here (8 forwards + 5 forward+backwards of 4 heads × 4K², capped repeats): at 2K it could finish inside 1 s
+    point = Point("full", 4096, heads=4, head_dim=64, budget_s=30)
     start = time.perf_counter()
     got = measure(point, timeout_s=1.0)
     assert got["status"] == "timeout" and "timed out after 1 s" in got["error"]
@@ -250,9 +251,11 @@ def test_the_default_sweep_is_every_mechanism_at_the_lra_end_points():
 def test_routing_takes_the_papers_square_root_cluster_count_at_each_length_unless_given():
     points, notes = plan(SweepConfig(names=("routing",), ns=(1024, 4096, 16384), **TINY))
     assert [p.options for p in points] == [{"clusters": 32}, {"clusters": 64}, {"clusters": 128}]  # √N
+    assert [p.scaled_options for p in points] == [["clusters"]] * 3  # one curve in the report, not three
     assert "routing: clusters = √N, the paper's at each N (--opt routing.clusters=K fixes it)" in notes
     points, notes = plan(SweepConfig(names=("routing",), ns=(1024, 4096), options={"routing": {"clusters": 4}}, **TINY))
     assert [p.options for p in points] == [{"clusters": 4}, {"clusters": 4}] and not [n for n in notes if "√N" in n]
+    assert [p.scaled_options for p in points] == [[], []]
 
 
 def test_batch_heads_head_dim_and_dtype_sweep_as_a_grid():
@@ -278,6 +281,7 @@ def test_peers_add_our_layer_and_theirs_at_matched_settings(monkeypatch):
         ("nystrom", "nystrom layer (vs nystrom-attention)", {"landmarks": 64, "pinv_iterations": 6}, False),  # no causal form
         ("peer:nystrom-attention", "nystrom-attention", {}, False),
     ]
+    assert [p.scaled_options for p in points if p.layer and p.name != "full"] == [["clusters"], [], ["clusters"], [], [], []]
     assert "peer local-attention is not installed (pip install local-attention); skipped" in notes
 
 

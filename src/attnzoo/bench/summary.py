@@ -27,8 +27,9 @@ def display_name(row: dict) -> str:
 
 
 def _options_text(row: dict) -> str:
-    options = row.get("options") or {}
-    return ",".join(f"{k}={options[k]}" for k in sorted(options))
+    """The options that make a curve: those the sweep scaled with N (``scaled_options``) are part of it, not a new one."""
+    options, scaled = row.get("options") or {}, set(row.get("scaled_options") or ())
+    return ",".join(f"{k}={options[k]}" for k in sorted(options) if k not in scaled)
 
 
 def _group(row: dict) -> tuple:

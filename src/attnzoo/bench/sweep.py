@@ -89,7 +89,8 @@ def plan(config: SweepConfig) -> tuple[list[Point], list[str]]:
                     if name == "full" and config.max_full_n is not None and n > config.max_full_n:
                         notes.append(f"full N={n}: exact attention stops at N={config.max_full_n} (O(N²) time)")
                         continue
-                    points.append(Point(name, n, options=_options_at(config, name, n), **_settings(config, shape, causal)))
+                    options = _options_at(config, name, n)
+                    points.append(Point(name, n, options=options, scaled_options=_scaled(name, options, config), **_settings(config, shape, causal)))
     for name in names:
         if name in LENGTH_OPTIONS and LENGTH_OPTIONS[name][0] not in config.options.get(name, {}):
             option, _, what = LENGTH_OPTIONS[name]
@@ -113,6 +114,12 @@ def _options_at(config: SweepConfig, name: str, n: int) -> dict:
     return {**scaled, **config.options.get(name, {})}
 
 
+def _scaled(name: str, options: dict, config: SweepConfig) -> list[str]:
+    """The options in ``options`` that the sweep set from N (not the user's --opt)."""
+    option = LENGTH_OPTIONS.get(name, (None,))[0]
+    return [option] if option in options and option not in config.options.get(name, {}) else []
+
+
 def _peer_points(config: SweepConfig, names: list[str], notes: list[str]) -> list[Point]:
     """For each installed peer whose mechanism is swept: our layer and the peer's layer at matched
     settings, both whole layers (projections included), every N and direction both have."""
@@ -132,7 +139,8 @@ def _peer_points(config: SweepConfig, names: list[str], notes: list[str]) -> lis
             for shape in grid(config):
                 for n in sorted(config.ns):
                     common = _settings(config, shape, causal, layer=True)
-                    points.append(Point(mechanism, n, options=ours(n), label=peer_label(mechanism, package), **common))
+                    options = ours(n)
+                    points.append(Point(mechanism, n, options=options, scaled_options=_scaled(mechanism, options, config), label=peer_label(mechanism, package), **common))
                     points.append(Point(f"peer:{package}", n, label=package, **common))
     return points
 

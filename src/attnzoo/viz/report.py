@@ -355,7 +355,7 @@ def gallery_panels(names: list[str], n: int, rows: list[dict] = ()) -> tuple[lis
     """Pattern panels for ``draw_patterns`` and the (name, reason) of names that could not be drawn.
 
     Each name is built as ``attnzoo show`` builds it (one head, dim 8, max_len = n), with the options
-    its benchmarked rows used when they all used the same, causal when they all were causal; a name
+    its benchmarked rows used when they all used the same (those the sweep scaled with N left out), causal when they all were causal; a name
     that needs more heads (a pattern per head) is retried with the heads its rows used, then with 4.
     Heads with different patterns get a panel each.
     """
@@ -365,7 +365,8 @@ def gallery_panels(names: list[str], n: int, rows: list[dict] = ()) -> tuple[lis
     for name in names:
         mine = [r for r in rows if r.get("name") == name]
         causal = bool(mine) and all(r.get("causal") for r in mine)
-        option_sets = {json.dumps(r.get("options") or {}, sort_keys=True) for r in mine}
+        fixed = [{k: v for k, v in (r.get("options") or {}).items() if k not in (r.get("scaled_options") or ())} for r in mine]
+        option_sets = {json.dumps(o, sort_keys=True) for o in fixed}  # options scaled with N are the gallery's to pick
         options = json.loads(option_sets.pop()) if len(option_sets) == 1 else {}
         options = options or dict(PICTURE_OPTIONS.get(name, {}))
         why = ""
