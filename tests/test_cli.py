@@ -62,6 +62,11 @@ def test_bench_stores_rows_writes_the_report_and_resumes(tmp_path, capsys):
     assert "2 points (0 to measure" in capsys.readouterr().out
     with Store(tmp_path / "bench.sqlite") as store:
         assert {r["key"]: r["measured_at"] for r in store.rows()} == {r["key"]: r["measured_at"] for r in rows}
+        local = next(r for r in rows if r["name"] == "local")
+        store.put({**local, "status": "timeout", "message": "timed out after 1e+06 s", "limits": {"timeout_s": 1e6, "memory_limit_bytes": None}})
+    # a point that timed out under a longer limit is settled too: not announced as to measure, not measured
+    assert main(args) == 0
+    assert "2 points (0 to measure" in capsys.readouterr().out
     (tmp_path / "report.html").unlink()
     assert main(["report", "--out", str(tmp_path), "--json", str(tmp_path / "rows.json"), "--csv", str(tmp_path / "rows.csv")]) == 0
     assert (tmp_path / "report.html").exists()

@@ -112,16 +112,53 @@ def test_report_states_slopes_and_efficiency_ratios(report):
     assert "timeout" in cells and "oom" in cells
 
 
-def test_curves_legend_carries_each_series_slope(monkeypatch, tmp_path):
+def test_curves_legend_carries_each_series_slopes(monkeypatch, tmp_path):
     import attnzoo.viz.report as report
 
     seen = []
-    monkeypatch.setattr(report, "save", lambda fig, path, dpi=100: seen.append(fig) or tmp_path / "x.png")
+    monkeypatch.setattr(report, "save", lambda fig, path, **kw: seen.append(fig) or tmp_path / "x.png")
     report.plot_time_memory(bench_rows(), tmp_path / "x.png")
-    fwd_bwd = [t.get_text() for t in seen[0].axes[1].get_legend().get_texts()]
-    assert fwd_bwd == ["full (slope 2.00)", "full causal (slope –)", "local <w=16> (slope 1.00)", "peer:xformers (slope 1.00)",
-                       "performer (slope 1.00)"]
-    assert [ax.get_ylabel() for ax in seen[0].axes] == ["forward (ms)", "forward+backward (ms)", "peak memory (MiB)"]
+    legend = [t.get_text() for t in seen[0].legends[0].get_texts()]  # slopes: forward / forward+backward / peak memory
+    assert legend == ["full (slopes 2.00 / 2.00 / 2.00)", "full causal (slopes – / – / –)", "local <w=16> (slopes 1.00 / 1.00 / 1.00)",
+                      "peer:xformers (slopes 1.00 / 1.00 / 1.00)", "performer (slopes 1.00 / 1.00 / 1.00)"]
+    assert [ax.get_title() for ax in seen[0].axes] == ["forward (ms)", "forward+backward (ms)", "peak memory (MiB)"]
+    with pytest.raises(ValueError, match=r"no ok rows for series \['nope'\]"):
+        report.plot_time_memory(bench_rows(), tmp_path / "x.png", names=["nope"])
+
+
+def many_series_rows():
+    """15 series: full and full causal, six sparse, five kernel, and a package beside our layer (no full layer)."""
+    rows = [make_row("full", n, 1e-5 * n**2, 100 * n**2, family="exact") for n in NS[:2]]
+    rows += [make_row("full", n, 1e-5 * n**2, 100 * n**2, family="exact", causal=True) for n in NS[:2]]
+    for i, name in enumerate(("local", "strided", "global", "random", "bigbird", "longformer")):
+        rows += [make_row(name, n, (i + 1) * 0.01 * n, 1e4 * n) for n in NS]
+    for i, name in enumerate(("performer", "linear", "efficient", "rfa", "cosformer")):
+        rows += [make_row(name, n, (i + 1) * 0.02 * n, 1e4 * n, family="kernel") for n in NS]
+    rows += [make_row("linformer", n, 0.01 * n, 1e4 * n, family="lowrank", label="linformer layer (vs linformer)", layer=True) for n in NS]
+    rows += [make_row("peer:linformer", n, 0.02 * n, 1e4 * n, family="peer", label="linformer", layer=True) for n in NS]
+    return rows
+
+
+def test_many_series_split_into_a_figure_per_family_with_full_beside_each(tmp_path):
+    from attnzoo.viz.report import CURVES_PER_FIGURE, curve_groups
+
+    assert curve_groups(bench_rows()) == {"all": (["full", "full causal", "local <w=16>", "peer:xformers", "performer"], [])}
+    rows = many_series_rows()
+    assert len({r.get("label") or r["name"] + str(r["causal"]) for r in rows}) == 15 > CURVES_PER_FIGURE
+    def core(*names):  # rows mix cores and layers, so every series name says which
+        return [f"{n} (core)" for n in names]
+
+    assert curve_groups(rows) == {
+        "exact": (core("full", "full causal"), []),
+        "sparse": (core("bigbird", "global", "local", "longformer", "random", "strided"), core("full")),  # not full causal
+        "kernel": (core("cosformer", "efficient", "linear", "performer", "rfa"), core("full")),
+        "packages": (["linformer (layer)", "linformer layer (vs linformer) (layer)"], []),  # no full layer was measured
+    }
+    (tmp_path / "time_memory.png").write_bytes(b"stale")
+    page = write_report(rows, tmp_path, command="attnzoo bench").read_text(encoding="utf-8")
+    assert sorted(p.name for p in tmp_path.glob("time_memory*.png")) == [
+        "time_memory_exact.png", "time_memory_kernel.png", "time_memory_packages.png", "time_memory_sparse.png"]
+    assert "<h3>sparse patterns</h3>" in page and "<h3>the public packages beside our layers</h3>" in page
 
 
 def test_report_gallery_notes_names_it_cannot_draw(report):

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from attnzoo.bench.sweep import FAMILIES, SweepConfig, plan, resolve_names, run
+from attnzoo.bench.sweep import FAMILIES, SweepConfig, pending, plan, resolve_names, run
 
 def _ram_share(share: float) -> int | None:
     """``share`` of this machine's physical memory in bytes (None where the OS does not say)."""
@@ -102,8 +102,8 @@ def bench_command(args) -> int:
         print(f"note: {note}")
     store_path = args.out / "bench.sqlite"
     with Store(store_path) as store:
-        todo = sum(1 for p in points if args.force or not store.has(p.key()))
-        print(f"{len(points)} points ({todo} to measure, the rest already in {store_path}); each in a fresh process")
+        todo = len(pending(points, store, force=args.force, timeout_s=config.timeout_s))
+        print(f"{len(points)} points ({todo} to measure; the rest are in {store_path}, measured or failed under these limits); each in a fresh process")
         run(points, store, force=args.force, timeout_s=config.timeout_s)
         keys = {p.key() for p in points}
         rows = [r for r in store.rows() if r["key"] in keys]

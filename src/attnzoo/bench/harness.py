@@ -276,6 +276,18 @@ def _fork_context():
 _FORKS = _fork_context()
 
 
+def start_fork_server() -> None:
+    """Start the server and let it finish importing torch (seconds of CPU) now, not during the first
+    point, where that work would read as another process contending for the cores."""
+    proc = _FORKS.Process(target=_nothing, daemon=True)  # forked only once the server has imported
+    proc.start()
+    proc.join()
+
+
+def _nothing() -> None:
+    pass
+
+
 def matmul_gflops(threads: int, size: int = 2048, repeats: int = 7) -> float:
     """The machine's float32 matmul rate (GFLOP/s): median of ``repeats`` size×size products."""
     torch.set_num_threads(threads)

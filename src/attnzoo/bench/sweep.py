@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 
 import torch
 
-from attnzoo.bench.harness import Point, measure_in_forked_process
+from attnzoo.bench.harness import Point, measure_in_forked_process, start_fork_server
 from attnzoo.bench.summary import peer_label
 from attnzoo.clustered.routing import paper_clusters
 from attnzoo.registry import REGISTRY, describe, list_mechanisms, make_config
@@ -303,6 +303,11 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def pending(points: list[Point], store, *, force: bool = False, timeout_s: float = 300.0) -> list[Point]:
+    """The points ``run`` would measure: all with ``force``, else those not settled in ``store``."""
+    return [p for p in points if force or not settled(store.get(p.key()), p, timeout_s)]
+
+
 def run(points: list[Point], store, *, force: bool = False, stream=None, measure=measure_in_forked_process, timeout_s: float = 300.0) -> int:
     """Measure every point not yet settled in ``store`` (all with ``force``), storing each row as it
     lands. Returns how many were measured.
@@ -310,9 +315,11 @@ def run(points: list[Point], store, *, force: bool = False, stream=None, measure
     Settled: "ok", or a time-out under at least this ``timeout_s``, or out of memory under at most
     this point's memory limit; measuring those again would only repeat the failure. Errors, and
     failures under tighter limits (or rows that do not say their limits), are tried again."""
-    todo = [p for p in points if force or not settled(store.get(p.key()), p, timeout_s)]
+    todo = pending(points, store, force=force, timeout_s=timeout_s)
     progress = Progress(todo, stream)
     machine_info, version_info = machine(), versions()
+    if todo and measure is measure_in_forked_process:
+        start_fork_server()
     for point in todo:
         progress.show(point, "fwd+bwd" if point.backward else "fwd")
         busy, start = cpu_busy_seconds(), time.monotonic()

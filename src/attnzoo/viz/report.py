@@ -137,11 +137,20 @@ def _curves(rows: list[dict], out_dir: Path) -> list[str]:
     named = series(rows)
     if not named:
         return out + ['<p class="note">No point finished; no curves.</p>']
-    png = replace_atomically(out_dir / "time_memory.png", lambda p: plot_time_memory(rows, p))
-    out.append(_img(png, "time and peak memory against N, log-log, one line per mechanism"))
+    groups = curve_groups(rows)
+    for stale in out_dir.glob("time_memory*.png"):  # an earlier report's split may differ from this one's
+        stale.unlink()
+    for group, (names, reference) in groups.items():
+        stem = "time_memory" if len(groups) == 1 else f"time_memory_{group}"
+        png = replace_atomically(out_dir / f"{stem}.png", lambda p: plot_time_memory(rows, p, names=names, reference=reference))
+        if len(groups) > 1:
+            out.append(f"<h3>{escape(CURVE_GROUP_TITLES.get(group, group))}</h3>")
+        out.append(_img(png, f"time and peak memory against N, log-log: {', '.join(names)}"))
     out.append(
-        '<p class="note">Log-log axes; dashed lines are causal runs. A slope is the least-squares exponent p of '
-        "value ≈ c·Nᵖ over all measured N (1 linear, 2 quadratic); fixed costs flatten it at small N.</p>"
+        '<p class="note">Log-log axes; dashed lines are causal runs'
+        + ("; thin black lines (×) are full attention, repeated in each figure as the yardstick" if len(groups) > 1 else "")
+        + ". A slope is the least-squares exponent p of value ≈ c·Nᵖ over all measured N (1 linear, 2 quadratic); "
+        "fixed costs flatten it at small N.</p>"
     )
     head = ["series", "N measured", "fwd slope", "fwd+bwd slope", "peak memory slope"]
     body = []
@@ -295,42 +304,90 @@ def _bubbles(rows: list[dict], scores: dict[str, float], out_dir: Path) -> list[
 # ------------------------------------------------------------------------------------------ figures
 
 
-def plot_time_memory(rows: list[dict], path: str | Path) -> Path:
-    """Log-log curves of forward, forward+backward time and peak memory against N, one line per series,
-    each labelled with its fitted slope, e.g. "local (slope 1.02)"; panels without data are left out."""
+# More series than this in one figure and the curves are split into a figure per family.
+CURVES_PER_FIGURE = 12
+CURVE_GROUP_TITLES = {
+    "exact": "full attention", "sparse": "sparse patterns", "clustered": "clustered and data-dependent sparsity",
+    "lowrank": "low rank", "kernel": "kernels (linear attention)", "mixing": "mixers and synthesizers (whole layers)",
+    "packages": "the public packages beside our layers",
+}
+
+
+def curve_groups(rows: list[dict]) -> dict[str, tuple[list[str], list[str]]]:
+    """Figure name -> (series drawn, full-attention series drawn beside them as the yardstick).
+
+    Up to ``CURVES_PER_FIGURE`` series share one figure ("all"); more are split by family, with the
+    packages and the layers labelled against them ("... (vs package)") together in "packages".
+    """
+    named = series(rows)
+    if len(named) <= CURVES_PER_FIGURE:
+        return {"all": (list(named), [])}
+    def group(rs: list[dict]) -> str:
+        return "packages" if rs[0].get("family") == "peer" or "(vs " in (rs[0].get("label") or "") else rs[0].get("family") or "other"
+    full = [name for name, rs in named.items() if rs[0]["name"] == "full" and not rs[0].get("label")]
+    order = ("exact", "sparse", "clustered", "lowrank", "kernel", "mixing", "packages")
+    groups: dict[str, list[str]] = {}
+    for name, rs in named.items():
+        groups.setdefault(group(rs), []).append(name)
+    out = {}
+    for g in sorted(groups, key=lambda g: (order.index(g) if g in order else len(order), g)):
+        mine = groups[g]
+        kinds = {(bool(named[n][0].get("layer")), bool(named[n][0].get("causal"))) for n in mine}
+        reference = [f for f in full if f not in mine and (bool(named[f][0].get("layer")), bool(named[f][0].get("causal"))) in kinds]
+        out[g] = (mine, reference)
+    return out
+
+
+def plot_time_memory(rows: list[dict], path: str | Path, *, names: list[str] | None = None, reference: list[str] = ()) -> Path:
+    """Log-log curves of forward, forward+backward time and peak memory against N, side by side, one
+    line per series (``names``, default all), with ``reference`` series drawn thin and grey; one legend
+    below, each entry with the series' fitted slopes, e.g. "local (slopes 1.02 / 1.01 / 0.98)".
+    Panels without data are left out."""
     plt = pyplot()
     named = series(rows)
-    panels = [(f, label) for f, label in PANELS if any(r.get(f) for rs in named.values() for r in rs)]
+    unknown = [n for n in [*(names or []), *reference] if n not in named]
+    if unknown:
+        raise ValueError(f"plot_time_memory: no ok rows for series {unknown}; series: {', '.join(named)}")
+    drawn = {n: named[n] for n in [*(names if names is not None else named), *reference]}
+    panels = [(f, label) for f, label in PANELS if any(r.get(f) for rs in drawn.values() for r in rs)]
     if not panels:
         raise ValueError("plot_time_memory: no ok point has a time or a peak memory")
     from matplotlib.ticker import LogFormatter, NullLocator
 
-    ns = sorted({r["n"] for rs in named.values() for r in rs})
-    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 4.2 * len(panels)), squeeze=False)
-    bases = sorted({name.replace(" causal", "") for name in named})
+    ns = sorted({r["n"] for rs in drawn.values() for r in rs})
+    bases = sorted({name.replace(" causal", "") for name in drawn if name not in reference})
     cmap = plt.get_cmap("tab10" if len(bases) <= 10 else "tab20")
     markers = "os^Dv<>p"
-    for ax, (field, label) in zip(axes[:, 0], panels):
-        scale = 1 / 2**20 if field == "peak_bytes" else 1.0
-        for name, rs in named.items():
-            pts = [(r["n"], r[field]) for r in rs if r.get(field)]
-            if not pts:
-                continue
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), squeeze=False)
+    handles = []
+    for name, rs in drawn.items():
+        style = "--" if rs[0].get("causal") else "-"
+        if name in reference:
+            look = dict(color="black", alpha=0.6, linewidth=1.0, marker="x", markersize=4)
+        else:
             i = bases.index(name.replace(" causal", ""))
-            style = "--" if rs[0].get("causal") else "-"
-            ax.plot([n for n, _ in pts], [v * scale for _, v in pts], style, marker=markers[i // cmap.N % len(markers)], markersize=4,
-                    color=cmap(i % cmap.N), label=f"{name} (slope {_slope_text(fitted_slope(pts))})")
+            look = dict(color=cmap(i % cmap.N), marker=markers[i // cmap.N % len(markers)], markersize=4)
+        slopes = " / ".join(_slope_text(fitted_slope([(r["n"], r.get(f)) for r in rs])) for f, _ in panels)
+        for ax, (field, _) in zip(axes[0], panels):
+            scale = 1 / 2**20 if field == "peak_bytes" else 1.0
+            pts = [(r["n"], r[field] * scale) for r in rs if r.get(field)]
+            line = ax.plot([n for n, _ in pts], [v for _, v in pts], style, label=f"{name} (slopes {slopes})", **look)
+        handles.append(line[0])
+    for ax, (_, label) in zip(axes[0], panels):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.set_xticks(ns, [_n_label(n) for n in ns])
         ax.xaxis.set_minor_locator(NullLocator())
         ax.yaxis.set_major_formatter(LogFormatter())  # 40, not 4×10¹
         ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
         ax.set_xlabel("sequence length N")
-        ax.set_ylabel(label)
+        ax.set_title(label, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 if len(named) <= 16 else 2, borderaxespad=0)
-    return save(fig, path, dpi=100)
+    ncol = 3 if len(handles) > 8 else 2
+    title = "series (slopes: " + " / ".join(label.split(" (")[0] for _, label in panels) + ")"
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, fontsize=8, title=title,
+               title_fontsize=8, frameon=False)
+    return save(fig, path, dpi=100, bbox_inches="tight")  # the legend sits below the axes
 
 
 # Options that make a pattern's structure visible at the gallery's N = 64 (the benchmark's own
