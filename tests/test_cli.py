@@ -72,6 +72,13 @@ def test_bench_stores_rows_writes_the_report_and_resumes(tmp_path, capsys):
     assert (tmp_path / "report.html").exists()
     assert {r["key"] for r in json.loads((tmp_path / "rows.json").read_text())["rows"]} == {r["key"] for r in rows}
     assert len((tmp_path / "rows.csv").read_text().strip().splitlines()) == 3
+    # the JSON export alone rebuilds the report elsewhere (as from the committed benchmarks/results/*.json)
+    elsewhere = tmp_path / "elsewhere"
+    assert main(["report", "--out", str(elsewhere), "--from-json", str(tmp_path / "rows.json")]) == 0
+    assert f"put 2 rows from {tmp_path / 'rows.json'}" in capsys.readouterr().out
+    with Store(elsewhere / "bench.sqlite") as store, Store(tmp_path / "bench.sqlite") as original:
+        assert store.rows() == original.rows()
+    assert "local" in (elsewhere / "report.html").read_text()
 
 
 def test_bench_causal_points_are_their_own_rows(tmp_path, capsys):

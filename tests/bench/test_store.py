@@ -324,6 +324,38 @@ def test_exports_parse_back_to_the_rows(store, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.json"]  # no temporary files left
 
 
+def test_an_export_imports_into_another_store_row_for_row(store, tmp_path):
+    store.put(full_row("b", scaled_options=["clusters"]))  # an extra key travels too
+    store.put(full_row("a", name="full", family="exact", status="timeout", message="slow", forward_ms=None, options={}))
+    store.put(minimal_row("c", label="", batch=3))
+    store.export_json(tmp_path / "rows.json")
+    with Store(tmp_path / "other.sqlite") as other:
+        other.put(full_row("b", n=8))  # the same key is replaced, another key is kept
+        other.put(full_row("d"))
+        assert other.import_json(tmp_path / "rows.json") == 3
+        assert [r for r in other.rows() if r["key"] != "d"] == store.rows()
+        assert other.get("b")["scaled_options"] == ["clusters"] and other.get("d") is not None
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("{not json", "is not JSON|Expecting"),
+        ('{"schema_version": 2}', r'expected \{"schema_version": ..., "rows": \[...\]\}'),
+        ('{"schema_version": 99, "rows": []}', "schema_version 99; this attnzoo reads 1 to"),
+        ("a valid row, then a bad one", "row 1: row 'x' lacks required field"),
+    ],
+    ids=["not-json", "no-rows", "newer-schema", "bad-row"],
+)
+def test_a_bad_import_names_the_problem_and_changes_nothing(store, tmp_path, text, match):
+    store.put(full_row("kept"))
+    path = tmp_path / "bad.json"
+    path.write_text(text if "row 1" not in match else json.dumps({"schema_version": 2, "rows": [full_row("new"), {"key": "x"}]}))
+    with pytest.raises(ValueError, match=f"cannot import {path}: .*({match})"):
+        store.import_json(path)
+    assert [r["key"] for r in store.rows()] == ["kept"]  # the valid first row of a bad file was not written either
+
+
 # -- training runs ---------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@
     attnzoo bench --preset full         # N = 1K .. 64K, both directions (hours)
     attnzoo bench --family kernel --n 4096 16384 --causal both
     attnzoo report                      # rebuild tables and plots from the store; --json / --csv export
+    attnzoo report --from-json F.json   # ... from an export, e.g. the committed benchmarks/results/bench_full.json
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("attnzoo-out/bench"), help="folder of the store (bench.sqlite)")
     parser.add_argument("--json", type=Path, default=None, help="also export every row as JSON here")
     parser.add_argument("--csv", type=Path, default=None, help="also export every row as CSV here")
+    parser.add_argument("--from-json", type=Path, default=None, metavar="FILE",
+                        help="first put the rows of an --json export (e.g. benchmarks/results/bench_full.json) into the store")
     parser.add_argument("--lra", type=Path, default=None,
                         help="LRA scores (JSON {name: score}) for the bubble chart (default: the LRA runs in the store)")
 
@@ -115,9 +118,11 @@ def report_command(args) -> int:
     from attnzoo.bench.store import Store
 
     store_path = args.out / "bench.sqlite"
-    if not store_path.exists():
-        raise ValueError(f"no results at {store_path}; run attnzoo bench --out {args.out} first")
+    if not store_path.exists() and args.from_json is None:
+        raise ValueError(f"no results at {store_path}; run attnzoo bench --out {args.out} first (or give --from-json FILE)")
     with Store(store_path) as store:
+        if args.from_json is not None:
+            print(f"put {store.import_json(args.from_json)} rows from {args.from_json} into {store_path}")
         rows = store.rows()
         if args.json:
             print(f"wrote {store.export_json(args.json)}")

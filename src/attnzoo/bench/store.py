@@ -258,6 +258,36 @@ class Store:
         with self._transaction():
             self._db.execute(f"INSERT OR REPLACE INTO rows ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", values)
 
+    def import_json(self, path: str | Path) -> int:
+        """Put every row of a file ``export_json`` wrote (insert, or replace the same key); returns how many.
+
+        All rows are checked before any is written, so a bad file leaves the store as it was.
+
+        Raises:
+            ValueError: the file is not such an export (not JSON, no "rows" list, a newer schema) or a row is
+                invalid; the message names the file and the row.
+        """
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"cannot import {path}: {err}; give a file written by attnzoo report --json") from None
+        if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+            raise ValueError(f"cannot import {path}: expected {{\"schema_version\": ..., \"rows\": [...]}} as attnzoo report --json writes")
+        version = data.get("schema_version")
+        if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
+            raise ValueError(f"cannot import {path}: schema_version {version!r}; this attnzoo reads 1 to {SCHEMA_VERSION}")
+        values = []
+        for i, row in enumerate(data["rows"]):
+            try:
+                values.append(_encode_row(row))
+            except (ValueError, TypeError, AttributeError) as err:
+                raise ValueError(f"cannot import {path}: row {i}: {err}") from None
+        names = (*_NAMES, "extra")
+        with self._transaction():
+            self._db.executemany(f"INSERT OR REPLACE INTO rows ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", values)
+        return len(values)
+
     def delete(self, keys: str | Iterable[str]) -> int:
         """Delete the rows with these keys (one key or many) in one transaction; returns how many existed."""
         keys = [keys] if isinstance(keys, str) else list(keys)
