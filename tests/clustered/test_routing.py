@@ -84,6 +84,18 @@ def test_one_cluster_is_full_attention(causal):
     torch.testing.assert_close(out, torch.softmax(scores, -1) @ v, atol=1e-10, rtol=1e-9)
 
 
+def test_causal_a_cluster_holding_every_token_never_sees_the_future():
+    # Every key is nearest centroid 0, so one cluster spans all four chunks of w = 6 tokens: the first
+    # chunk's window, which wraps around to the last chunk, must not reach those later tokens.
+    q, k, v, centroids = inputs(1, 2, 24, 8, 4, seed=5)
+    k = (centroids[:, 0][None, :, None, :] * 5 + 0.1 * k).detach().requires_grad_(True)
+    out = routing_attention(q, k, v, centroids, causal=True)
+    torch.testing.assert_close(out, reference_routing(q, k, v, centroids, causal=True), atol=1e-10, rtol=1e-9)
+    for i in (0, 5, 11):  # an output depends on no later key or value
+        dk, dv = torch.autograd.grad(out[:, :, i].sum(), (k, v), retain_graph=True)
+        assert dk[:, :, i + 1 :].abs().max() == 0 and dv[:, :, i + 1 :].abs().max() == 0
+
+
 def test_a_query_no_centroid_chose_outputs_zeros():
     # Every centroid is nearest to token 0, so the top-1 of each picks it, and never token 1.
     q = torch.tensor([[[[1.0, 0.0], [-1.0, 0.0]]]], dtype=torch.float64)

@@ -38,7 +38,7 @@ class Point:
     backward: bool = True
     options: dict = field(default_factory=dict)
     causal: bool = False
-    # options the sweep sets from N (routing's √N clusters): one curve across N, not a curve per value
+    # options the sweep sets from N (routing's √N clusters): one curve across N, not a curve per value; not part of the key
     scaled_options: list = field(default_factory=list)
     label: str = ""  # display name in tables and plots (default: name, plus "causal"); not part of the key
     layer: bool = False  # time the whole layer on x [B, N, H·D] (projections included); mixers always are layers

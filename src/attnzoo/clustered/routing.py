@@ -144,22 +144,35 @@ def _routed_causal(q, k, v, sim_k, mask, scale, dropout_p):
     sq = rearrange(gather_positions(q, order), "b h (t c) d -> b h t c d", c=w) * scale
     sk = with_previous_chunk(rearrange(gather_positions(k, order), "b h (t c) d -> b h t c d", c=w), chunk_axis=2)
     sv = with_previous_chunk(rearrange(gather_positions(v, order), "b h (t c) e -> b h t c e", c=w), chunk_axis=2)
-    slot = torch.arange(np_, device=q.device).view(-1, w)  # [T, c]: place in the sorted order
-    qslot, kslot = slot, with_previous_chunk(slot, chunk_axis=0)
     qcluster = cluster.gather(2, order).view(b, h, -1, w)
     kcluster = with_previous_chunk(qcluster, chunk_axis=2)
 
-    # Same cluster, not later in the sorted order, fewer than w places back (the chunk before the
-    # first wraps to the last: those slots are larger, so they are hidden too), real.
-    gap = qslot.unsqueeze(-1) - kslot.unsqueeze(-2)  # [T, c, c']
+    # Same cluster, not later in the sorted order, fewer than w places back, real.
     key_real = with_previous_chunk(real[:, None].expand(b, h, np_).gather(2, order).view(b, h, -1, w), chunk_axis=2)
-    visible = (gap >= 0) & (gap < w) & (kcluster.unsqueeze(-2) == qcluster.unsqueeze(-1)) & key_real.unsqueeze(-2)
+    visible = _recent(np_ // w, w, q.device) & (kcluster.unsqueeze(-2) == qcluster.unsqueeze(-1)) & key_real.unsqueeze(-2)
     dots = einsum(sq, sk, "b h t i d, b h t j d -> b h t i j").masked_fill(~visible, MASKED)
-    weights = torch.softmax(dots, dim=-1) * visible.any(-1, keepdim=True)
+    weights = torch.softmax(dots, dim=-1)  # a real query always sees itself; padded ones are zeroed below
     if dropout_p:
         weights = F.dropout(weights, dropout_p)
     out = rearrange(einsum(weights, sv, "b h t i j, b h t j e -> b h t i e"), "b h t c e -> b h (t c) e")
-    return gather_positions(out, inverse)[:, :, :n]
+    out = gather_positions(out, inverse)[:, :, :n]
+    return out if mask is None else out * mask[:, None, :, None]
+
+
+def _recent(chunks: int, w: int, device) -> Tensor:
+    """[T, c, c'] bool: key place j of a chunk's window (its own chunk, then the one before, as
+    ``with_previous_chunk`` lays them out) is not after query i and fewer than w places before it.
+
+    It depends on (i, j) alone, so it is built once, not from [T, c, c'] position differences: own
+    chunk j <= i; previous chunk j > i (i - j + w < w); the first chunk has none (its window wraps
+    to the last chunk, which is later)."""
+    i = torch.arange(w, device=device)
+    own = i[:, None] >= i[None, :]
+    if chunks == 1:  # with_previous_chunk leaves a single chunk alone
+        return own[None]
+    recent = torch.cat((own, ~own), dim=1).expand(chunks, w, 2 * w).clone()
+    recent[0, :, w:] = False
+    return recent
 
 
 def _check_centroids(centroids: Tensor, q: Tensor) -> None:
