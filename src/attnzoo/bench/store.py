@@ -96,6 +96,7 @@ COLUMNS = (
 )
 _BY_NAME = {c.name: c for c in COLUMNS}
 _NAMES = tuple(_BY_NAME)
+_INSERT_ROW = f"INSERT OR REPLACE INTO rows ({', '.join((*_NAMES, 'extra'))}) VALUES ({', '.join('?' * (len(_NAMES) + 1))})"  # a row: its columns, then extra
 _SQL_TYPE = {"text": "TEXT", "int": "INTEGER", "bool": "INTEGER", "float": "REAL", "json": "TEXT", "spread": "TEXT"}
 _POSITIVE = ("n", "batch", "heads", "head_dim", "threads", "repeats")
 _NON_EMPTY = ("key", "name", "family", "dtype")
@@ -254,9 +255,8 @@ class Store:
             ValueError: a required field is missing or a field has the wrong type or value; the message names it.
         """
         values = _encode_row(row)
-        names = (*_NAMES, "extra")
         with self._transaction():
-            self._db.execute(f"INSERT OR REPLACE INTO rows ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", values)
+            self._db.execute(_INSERT_ROW, values)
 
     def import_json(self, path: str | Path) -> int:
         """Put every row of a file ``export_json`` wrote (insert, or replace the same key); returns how many.
@@ -283,9 +283,8 @@ class Store:
                 values.append(_encode_row(row))
             except (ValueError, TypeError, AttributeError) as err:
                 raise ValueError(f"cannot import {path}: row {i}: {err}") from None
-        names = (*_NAMES, "extra")
         with self._transaction():
-            self._db.executemany(f"INSERT OR REPLACE INTO rows ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", values)
+            self._db.executemany(_INSERT_ROW, values)
         return len(values)
 
     def delete(self, keys: str | Iterable[str]) -> int:

@@ -340,7 +340,7 @@ def curve_groups(rows: list[dict]) -> dict[str, tuple[list[str], list[str]]]:
 
 def plot_time_memory(rows: list[dict], path: str | Path, *, names: list[str] | None = None, reference: list[str] = ()) -> Path:
     """Log-log curves of forward, forward+backward time and peak memory against N, side by side, one
-    line per series (``names``, default all), with ``reference`` series drawn thin and grey; one legend
+    line per series (``names``, default all), with ``reference`` series drawn thin and black (× markers); one legend
     below, each entry with the series' fitted slopes, e.g. "local (slopes 1.02 / 1.01 / 0.98)".
     Panels without data are left out."""
     plt = pyplot()
