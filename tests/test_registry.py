@@ -163,3 +163,19 @@ def test_heads_use_their_own_patterns():
     i, j = torch.meshgrid(torch.arange(12), torch.arange(12), indexing="ij")
     assert torch.equal(pairs[0], (i - j).abs() <= 1) and torch.equal(pairs[2], (i - j).abs() <= 1)
     assert torch.equal(pairs[1], (i - j) % 5 == 0) and torch.equal(pairs[3], (i - j) % 5 == 0)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_heads_core_output_is_each_heads_own_masked_softmax(causal):
+    """The core runs heads grouped by pattern (stride heads in residue order); each head must be the
+    written-out softmax over the pairs its own pattern allows (and the key mask)."""
+    m = layer("heads", causal=causal, patterns=("local:window=1", "strided:stride=5"), block=4)
+    q, k, v = (torch.randn(2, HEADS, 23, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(s)) for s in range(3))
+    _, mask = x_and_mask(n=23)
+    i, j = torch.meshgrid(torch.arange(23), torch.arange(23), indexing="ij")
+    allowed = torch.stack([(i - j).abs() <= 1, (i - j) % 5 == 0] * (HEADS // 2)) & mask[:, None, None, :]
+    if causal:
+        allowed = allowed & (j <= i)
+    scores = (q @ k.transpose(-1, -2) / 8**0.5).masked_fill(~allowed, float("-inf"))
+    want = torch.softmax(scores, -1).nan_to_num(0.0) @ v
+    torch.testing.assert_close(m.core(q, k, v, mask), want, atol=1e-12, rtol=1e-12)

@@ -20,8 +20,9 @@ from attnzoo.functional import (
     sparse_transformer_attention,
     strided_attention,
 )
+from attnzoo.sparse.attention import sparse_attention
 from attnzoo.sparse.local import local_pattern
-from attnzoo.sparse.strided import strided_pattern
+from attnzoo.sparse.strided import strided_parts, strided_pattern
 from tests.conftest import assert_close_all, make_mask, make_qkv, outputs_and_grads
 
 # (id, function, options). Windows larger than N appear through the small-N sizes.
@@ -37,7 +38,17 @@ MECHANISMS = [
     ("longformer", longformer_attention, dict(window=6, dilation=(1, 2), global_idx=(0,))),
     ("bigbird", bigbird_attention, dict(block_size=16, window_blocks=3, global_blocks=1, random_blocks=2)),
     ("heads", heads_attention, dict(patterns=(local_pattern(4), strided_pattern(5)))),
+    ("heads-residue", lambda q, k, v, **kw: heads_attention(q, k, v, **_local_and_stride_heads(q), **kw), {}),
 ]
+
+
+def _local_and_stride_heads(q, stride=5):
+    """Heads cycling local(4) and stride(5), the stride heads run in residue order (their parts)."""
+    n, heads = q.shape[2], q.shape[1]
+    parts = (None, strided_parts(stride, None, n, q.device))
+    return dict(patterns=tuple((local_pattern(4), strided_pattern(stride))[h % 2] for h in range(heads)), parts=tuple(parts[h % 2] for h in range(heads)))
+
+
 SIZES = [(1, 64), (7, 60), (113, 60), (1000, 64)]  # (N, D)
 
 
@@ -86,6 +97,32 @@ def test_gradcheck_with_dropout(name, fn, opts):
     assert torch.equal(out, f(q, k, v))
     torch.manual_seed(124)
     assert not torch.equal(out, fn(q, k, v, dropout_p=0.3, backend="blocked", block=8, **opts))
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_heads_grouped_by_pattern_equal_each_head_alone(causal):
+    """Five heads cycling two patterns run as two groups (3 + 2 heads, interleaved); each head must
+    equal the dense masked reference of its own pattern on that head alone."""
+    q, k, v = make_qkv(2, 5, 70, 8)
+    mask = make_mask(2, 70, "middle")
+    heads = _local_and_stride_heads(q)
+    got = outputs_and_grads(lambda *t: heads_attention(*t, mask=mask, causal=causal, backend="blocked", block=16, **heads), q, k, v)
+
+    def one_by_one(q, k, v):
+        return torch.cat([
+            sparse_attention(q[:, h : h + 1], k[:, h : h + 1], v[:, h : h + 1], heads["patterns"][h], mask=mask, causal=causal, backend="dense")
+            for h in range(5)
+        ], dim=1)
+
+    assert_close_all(got, outputs_and_grads(one_by_one, q, k, v), torch.float64)
+
+
+def test_heads_attention_rejects_a_pattern_count_that_is_not_the_head_count():
+    q, k, v = make_qkv(1, 3, 10, 4)
+    with pytest.raises(ValueError, match="2 patterns for 3 heads"):
+        heads_attention(q, k, v, patterns=(local_pattern(1), strided_pattern(2)))
+    with pytest.raises(ValueError, match="1 parts for 3 patterns"):
+        heads_attention(q, k, v, patterns=(local_pattern(1),) * 3, parts=(None,))
 
 
 def test_dropout_keeps_the_expectation():

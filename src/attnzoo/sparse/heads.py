@@ -1,7 +1,8 @@
 """Heterogeneous heads: head h uses the h-th fixed pattern (cycled), e.g. local heads beside strided heads.
 
 As in Child et al. 2019's multi-head factorisation (arxiv.org/abs/1904.10509) and Longformer's
-per-head dilation. Heads sharing a pattern share one block layout in the kernel.
+per-head dilation. Heads sharing a pattern run together, each group on its own pattern's fastest
+path (a stride head in residue order, as ``strided`` alone), so heads cost the sum of their groups.
 b batch, h heads, n positions, d head dim.
 """
 
@@ -12,6 +13,7 @@ import functools
 import re
 from dataclasses import dataclass, fields
 
+import torch
 from torch import Tensor
 
 from attnzoo.core.checks import as_int_tuple
@@ -105,6 +107,23 @@ class Heads(PatternCore):
     def pattern(self, n, heads, device):
         return heads_pattern(tuple(self.cores[h % len(self.cores)].pattern(n, 1, device) for h in range(heads)))
 
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        c, n, heads = self.config, q.shape[2], q.shape[1]
+        patterns = [core.pattern(n, 1, q.device) for core in self.cores]
+        parts = [core.parts(n, q.device) for core in self.cores]
+        g = len(self.cores)
+        return heads_attention(
+            q, k, v,
+            patterns=tuple(patterns[h % g] for h in range(heads)),
+            parts=tuple(parts[h % g] for h in range(heads)),
+            mask=mask,
+            causal=self.causal,
+            scale=c.scale,
+            dropout_p=c.dropout_p if self.training else 0.0,
+            backend=c.backend,
+            block=c.block,
+        )
+
 
 @functools.lru_cache(maxsize=64, typed=True)
 def heads_pattern(patterns: tuple[Pattern, ...]) -> Pattern:
@@ -117,6 +136,7 @@ def heads_attention(
     v: Tensor,
     *,
     patterns: tuple[Pattern, ...],
+    parts: tuple | None = None,
     mask: Tensor | None = None,
     causal: bool = False,
     scale: float | None = None,
@@ -124,8 +144,30 @@ def heads_attention(
     backend: Backend = "auto",
     block: int = 64,
 ) -> Tensor:
-    """q, k, v: [B, H, N, D]; patterns: H Patterns, one per head. Returns [B, H, N, D].
+    """q, k, v: [B, H, N, D]; patterns: H Patterns, one per head; parts: None or, per head, that
+    pattern's decomposition at this N (sparse.union.Part tuple) or None. Returns [B, H, N, D].
 
     Equivalent to: for each head h, sparse_attention(q[:, h], k[:, h], v[:, h], patterns[h]).
     """
-    return sparse_attention(q, k, v, heads_pattern(tuple(patterns)), mask=mask, causal=causal, scale=scale, dropout_p=dropout_p, backend=backend, block=block)
+    patterns = tuple(patterns)
+    if len(patterns) != q.shape[1]:
+        raise ValueError(f"heads_attention: {len(patterns)} patterns for {q.shape[1]} heads; give one pattern per head")
+    if parts is not None and len(parts) != len(patterns):
+        raise ValueError(f"heads_attention: {len(parts)} parts for {len(patterns)} patterns; give one entry (or None) per head")
+    kw = dict(mask=mask, causal=causal, scale=scale, dropout_p=dropout_p, backend=backend, block=block)
+    groups: dict[int, list[int]] = {}  # heads sharing one pattern object run as one call
+    for h, p in enumerate(patterns):
+        groups.setdefault(id(p), []).append(h)
+    # The dense reference and per-head patterns nested inside run as one masked call, as written.
+    if backend == "dense" or any(p.heads is not None for p in patterns):
+        return sparse_attention(q, k, v, heads_pattern(patterns), **kw)
+    if len(groups) == 1:
+        return sparse_attention(q, k, v, patterns[0], parts=None if parts is None else parts[0], **kw)
+    outs, order = [], []
+    for idx in groups.values():
+        pick = torch.tensor(idx, device=q.device)
+        qq, kk, vv = (t.index_select(1, pick) for t in (q, k, v))
+        outs.append(sparse_attention(qq, kk, vv, patterns[idx[0]], parts=None if parts is None else parts[idx[0]], **kw))
+        order += idx
+    out = torch.cat(outs, dim=1)
+    return out if order == sorted(order) else out.index_select(1, torch.argsort(torch.tensor(order, device=q.device)))
