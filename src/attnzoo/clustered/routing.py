@@ -27,7 +27,7 @@ from einops import einsum, rearrange
 from torch import Tensor, nn
 
 from attnzoo.clustered.implied import implied_by_identity, pairs_on_random_input
-from attnzoo.clustered.sorting import MASKED, gather_positions, pad_positions, sort_by, with_previous_chunk
+from attnzoo.clustered.sorting import MASKED, add_at_positions, gather_positions, pad_positions, sort_by, with_previous_chunk
 from attnzoo.core.checks import check_dropout, check_int, check_mask, check_qkv, resolve_scale
 from attnzoo.core.info import MechanismInfo
 
@@ -120,9 +120,7 @@ def _routed_balanced(q, k, v, sim_q, sim_k, mask, scale, dropout_p):
     out = einsum(weights, cv, "b h k i j, b h k j e -> b h k i e")
 
     flat = q_idx.flatten(2)  # [B, H, K·w]
-    total = torch.zeros(b, h, n, out.shape[-1], dtype=out.dtype, device=out.device).scatter_add(
-        2, flat.unsqueeze(-1).expand(*flat.shape, out.shape[-1]), out.flatten(2, 3)
-    )
+    total = add_at_positions(out.flatten(2, 3), flat, n)
     times = torch.zeros(b, h, n, dtype=out.dtype, device=out.device).scatter_add_(2, flat, torch.ones_like(flat, dtype=out.dtype))
     return total / times.clamp(min=1).unsqueeze(-1)
 

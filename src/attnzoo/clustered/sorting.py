@@ -34,8 +34,28 @@ def sort_by(key: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def gather_positions(x: Tensor, index: Tensor) -> Tensor:
-    """x [B, H, N, D], index [B, H, M] of positions -> [B, H, M, D]."""
-    return x.gather(2, index.unsqueeze(-1).expand(*index.shape, x.shape[-1]))
+    """x [B, H, N, D], index [B, H, M] of positions -> [B, H, M, D].
+
+    Equivalent to x.gather(2, index expanded over D). It copies whole rows instead: gather reads an
+    int64 index for every value and its backward scatters value by value, while index_select reads
+    one index per row of D values and its backward adds rows.
+    """
+    b, h, n, d = x.shape
+    return x.reshape(b * h * n, d).index_select(0, _rows(index, n)).view(b, h, -1, d)
+
+
+def add_at_positions(src: Tensor, index: Tensor, n: int) -> Tensor:
+    """src [B, H, M, D], index [B, H, M] of positions in [0, n) -> [B, H, n, D]: zeros with each src
+    row added at its position (rows sharing a position add up). The inverse of gather_positions,
+    row by row like it."""
+    b, h, m, d = src.shape
+    return src.new_zeros(b * h * n, d).index_add(0, _rows(index, n), src.reshape(b * h * m, d)).view(b, h, n, d)
+
+
+def _rows(index: Tensor, n: int) -> Tensor:
+    """[B·H·M]: the row of each (b, h, index[b, h, m]) in a [B·H·N, D] flattening."""
+    b, h = index.shape[:2]
+    return (index + torch.arange(b * h, device=index.device).view(b, h, 1) * n).flatten()
 
 
 def with_previous_chunk(x: Tensor, chunk_axis: int) -> Tensor:
