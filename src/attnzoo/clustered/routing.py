@@ -140,8 +140,10 @@ def _routed_causal(q, k, v, sim_k, mask, scale, dropout_p):
     cluster = cluster.masked_fill(~real[:, None, :], clusters)  # padding sorts last
     order, inverse = sort_by(cluster * np_ + torch.arange(np_, device=q.device))  # [B, H, Np]
     sq = rearrange(gather_positions(q, order), "b h (t c) d -> b h t c d", c=w) * scale
-    sk = with_previous_chunk(rearrange(gather_positions(k, order), "b h (t c) d -> b h t c d", c=w), chunk_axis=2)
-    sv = with_previous_chunk(rearrange(gather_positions(v, order), "b h (t c) e -> b h t c e", c=w), chunk_axis=2)
+    # Each chunk's keys (its own, then the previous chunk's) gathered in one pass, not sorted and then copied twice.
+    window = with_previous_chunk(order.view(b, h, -1, w), chunk_axis=2)  # [B, H, T, c']
+    sk = gather_positions(k, window.flatten(2)).view(*window.shape, -1)
+    sv = gather_positions(v, window.flatten(2)).view(*window.shape, -1)
     qcluster = cluster.gather(2, order).view(b, h, -1, w)
     kcluster = with_previous_chunk(qcluster, chunk_axis=2)
 
@@ -292,7 +294,8 @@ class Routing(nn.Module):
             weight = torch.ones(x.shape[0], x.shape[2], dtype=x.dtype, device=x.device) if mask is None else mask.to(x.dtype)
             unit = rearrange(F.normalize(x.detach(), dim=-1) * weight[:, None, :, None], "b h n d -> h (b n) d")
             nearest = rearrange(near, "b h n -> h (b n)")
-            sums.scatter_add_(1, nearest.unsqueeze(-1).expand_as(unit), unit)
+            rows = (nearest + torch.arange(h, device=q.device)[:, None] * clusters).flatten()  # (head, centroid) rows of sums
+            sums.view(h * clusters, d).index_add_(0, rows, unit.reshape(-1, d))
             counts.scatter_add_(1, nearest, rearrange(weight[:, None].expand(-1, h, -1), "b h n -> h (b n)"))
         means = torch.where(counts.unsqueeze(-1) > 0, F.normalize(sums, dim=-1), self.centroids.to(q.dtype))
         moved = self.config.decay * self.centroids + (1 - self.config.decay) * means.to(self.centroids.dtype)
