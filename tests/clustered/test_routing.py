@@ -120,6 +120,23 @@ def test_inference_before_training_uses_the_initial_centroids_and_changes_nothin
     torch.testing.assert_close(core.centroids.norm(dim=-1), torch.ones(2, 3, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_the_core_routes_by_its_centroids_as_written_out(causal, training):
+    """The module's forward (one set of cosines for routing, the loss and the EMA) routes like the
+    reference with the centroids it held before the call."""
+    core = layer_core(causal=causal).train(training)
+    core.initialized.fill_(True)  # keep the seeded centroids: no k-means on this batch
+    q, k, v, _ = inputs(2, 2, 23, 8, 3, seed=6)
+    mask = padding("tail", 2, 23)
+    before = core.centroids.clone()
+    out = core(q, k, v, mask)
+    ref = reference_routing(q, k, v, before, mask, causal)
+    sel = mask[:, None, :, None].expand_as(out)
+    torch.testing.assert_close(out[sel], ref[sel], atol=1e-10, rtol=1e-9)
+    assert training != torch.equal(core.centroids, before)  # the EMA moved them in training only
+
+
 def test_first_training_batch_runs_kmeans_and_later_batches_move_by_ema():
     core = layer_core(decay=0.5, kmeans_init_iters=5)
     q, k, v, _ = inputs(2, 2, 30, 8, 3, seed=1)

@@ -89,9 +89,10 @@ def similarities(q: Tensor, k: Tensor, centroids: Tensor) -> tuple[Tensor, Tenso
     return tuple(einsum(F.normalize(x, dim=-1), centroids, "b h n d, h k d -> b h k n") for x in (q, k))
 
 
-def _routed(q, k, v, sim_q, sim_k, mask, causal, scale, dropout_p):
+def _routed(q, k, v, sim_q, sim_k, mask, causal, scale, dropout_p, near_k=None):
+    """near_k [B, H, N]: each key's nearest centroid, if the caller has it (sim_k.argmax(dim=2))."""
     if causal:
-        return _routed_causal(q, k, v, sim_k, mask, scale, dropout_p)
+        return _routed_causal(q, k, v, sim_k.argmax(dim=2) if near_k is None else near_k, mask, scale, dropout_p, sim_k.shape[2])
     return _routed_balanced(q, k, v, sim_q, sim_k, mask, scale, dropout_p)
 
 
@@ -125,9 +126,8 @@ def _routed_balanced(q, k, v, sim_q, sim_k, mask, scale, dropout_p):
     return total / times.clamp(min=1).unsqueeze(-1)
 
 
-def _routed_causal(q, k, v, sim_k, mask, scale, dropout_p):
+def _routed_causal(q, k, v, near_k, mask, scale, dropout_p, clusters):
     b, h, n, _ = q.shape
-    clusters = sim_k.shape[2]
     w = cluster_size(n, clusters)
     real = torch.ones(b, n, dtype=torch.bool, device=q.device) if mask is None else mask
     q, _ = pad_positions(q, w)
@@ -136,7 +136,7 @@ def _routed_causal(q, k, v, sim_k, mask, scale, dropout_p):
     real, _ = pad_positions(real, w, dim=1, value=False)
     np_ = q.shape[2]
 
-    cluster = pad_positions(sim_k.argmax(dim=2), w, dim=2)[0]  # [B, H, Np]
+    cluster = pad_positions(near_k, w, dim=2)[0]  # [B, H, Np]
     cluster = cluster.masked_fill(~real[:, None, :], clusters)  # padding sorts last
     order, inverse = sort_by(cluster * np_ + torch.arange(np_, device=q.device))  # [B, H, Np]
     sq = rearrange(gather_positions(q, order), "b h (t c) d -> b h t c d", c=w) * scale
@@ -262,11 +262,11 @@ class Routing(nn.Module):
             q, k, v = q.float(), k.float(), v.float()
         # One set of cosines routes the tokens, gives the commitment loss and moves the centroids.
         sim_q, sim_k = similarities(q, k, self.centroids.to(q.dtype))
+        (best_q, near_q), (best_k, near_k) = sim_q.max(dim=2), sim_k.max(dim=2)  # [B, H, N]
         out = _routed(
             q, k, v, sim_q.detach(), sim_k.detach(), mask, self.causal,
-            resolve_scale(self.config.scale, q.shape[-1], "routing"), self.config.dropout_p if self.training else 0.0,
+            resolve_scale(self.config.scale, q.shape[-1], "routing"), self.config.dropout_p if self.training else 0.0, near_k,
         )
-        (best_q, near_q), (best_k, near_k) = sim_q.max(dim=2), sim_k.max(dim=2)  # [B, H, N]
         self.aux_loss = _commitment(best_q, best_k, mask)
         if self.training:
             self._ema_update(q, k, near_q, near_k, mask)
