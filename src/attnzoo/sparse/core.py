@@ -47,20 +47,14 @@ class PatternCore(nn.Module):
         return None
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        n = q.shape[2]
+        return sparse_attention(q, k, v, self.pattern(n, q.shape[1], q.device), parts=self.parts(n, q.device), **self.kernel_options(mask))
+
+    def kernel_options(self, mask: Tensor | None) -> dict:
+        """The keyword arguments a kernel call takes from this core: mask, causality and the config's options."""
         c = self.config
-        return sparse_attention(
-            q,
-            k,
-            v,
-            self.pattern(q.shape[2], q.shape[1], q.device),
-            mask=mask,
-            causal=self.causal,
-            scale=c.scale,
-            dropout_p=c.dropout_p if self.training else 0.0,
-            backend=c.backend,
-            block=c.block,
-            parts=self.parts(q.shape[2], q.device),
-        )
+        return dict(mask=mask, causal=self.causal, scale=c.scale, dropout_p=c.dropout_p if self.training else 0.0,
+                    backend=c.backend, block=c.block)
 
     def computed_pairs(self, n: int) -> Tensor:
         """Bool [H or 1, N, N]: the (query, key) pairs this core computes (for pictures)."""

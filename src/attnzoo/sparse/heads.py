@@ -108,20 +108,14 @@ class Heads(PatternCore):
         return heads_pattern(tuple(self.cores[h % len(self.cores)].pattern(n, 1, device) for h in range(heads)))
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
-        c, n, heads = self.config, q.shape[2], q.shape[1]
+        n, g = q.shape[2], len(self.cores)
         patterns = [core.pattern(n, 1, q.device) for core in self.cores]
         parts = [core.parts(n, q.device) for core in self.cores]
-        g = len(self.cores)
         return heads_attention(
             q, k, v,
-            patterns=tuple(patterns[h % g] for h in range(heads)),
-            parts=tuple(parts[h % g] for h in range(heads)),
-            mask=mask,
-            causal=self.causal,
-            scale=c.scale,
-            dropout_p=c.dropout_p if self.training else 0.0,
-            backend=c.backend,
-            block=c.block,
+            patterns=tuple(patterns[h % g] for h in range(q.shape[1])),
+            parts=tuple(parts[h % g] for h in range(q.shape[1])),
+            **self.kernel_options(mask),
         )
 
 
