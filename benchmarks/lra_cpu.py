@@ -4,6 +4,7 @@ efficient mechanisms of every family.
 
     python benchmarks/lra_cpu.py                         # every task × mechanism below; resumable
     python benchmarks/lra_cpu.py --tasks listops --mechanisms full linear
+    python benchmarks/lra_cpu.py --tasks pathfinder32 --pathfinder-level easy   # LRA's easier Pathfinder (contour 6)
     python benchmarks/lra_cpu.py --export                # only rewrite benchmarks/lra/ from the store
 
 Each run is ``torchrun --standalone --nproc-per-node 2 -m attnzoo.lra.train TASK --mechanism NAME
@@ -29,6 +30,7 @@ from pathlib import Path
 from attnzoo.bench.files import write_atomic
 from attnzoo.bench.store import Store
 from attnzoo.lra.report import format_table, table, write_chart
+from attnzoo.lra.pathfinder import LEVELS
 from attnzoo.lra.train import make_config
 
 HERE = Path(__file__).resolve().parent
@@ -61,14 +63,20 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--mechanisms", nargs="+", default=list(MECHANISMS))
     parser.add_argument("--procs", type=int, default=2, help="data-parallel processes under torchrun; 1: one plain process (no torchrun)")
+    parser.add_argument("--pathfinder-level", choices=list(LEVELS), default="hard",
+                        help="Pathfinder-32's difficulty (LRA reports hard; easy draws snakes of 6 paddles, not 14)")
     parser.add_argument("--export", action="store_true", help="only export the finished runs")
     args = parser.parse_args()
     if not args.export:
         for task in args.tasks:
             for name in args.mechanisms:
-                key = make_config(task, name, "cpu").key()  # checks the names before anything starts
+                data = make_config(task, name, "cpu").data_options
+                if task == "pathfinder32":
+                    data = {**data, **LEVELS[args.pathfinder_level]}
+                key = make_config(task, name, "cpu", data_options=data).key()  # checks the names before anything starts
                 command = ["attnzoo.lra.train", task, "--mechanism", name, "--preset", "cpu", "--resume",
-                           "--store", str(STORE), "--out", str(RUNS), "--set", "log_every=50"]
+                           "--store", str(STORE), "--out", str(RUNS), "--set", "log_every=50",
+                           *(f"--data-opt={k}={v}" for k, v in data.items())]
                 launcher = [sys.executable, "-m"] if args.procs == 1 else \
                     [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.procs}", "-m"]
                 start = time.perf_counter()

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from attnzoo.lra.pathfinder import (
+    LEVELS,
     MARKER,
     SPLITS,
     PathfinderConfig,
@@ -100,6 +101,21 @@ def test_the_snakes_do_not_depend_on_the_label(config):
         markers = (negative.image == MARKER) | (positive.image == MARKER)
         assert np.array_equal(negative.image[~markers], positive.image[~markers])
         assert negative.distractors == positive.distractors and not np.array_equal(negative.image, positive.image)
+
+
+@pytest.mark.parametrize("level, contour", [("easy", 6), ("intermediate", 9), ("hard", 14)])
+def test_difficulty_levels_draw_snakes_of_their_length_with_labels_the_pixels_agree_with(level, contour):
+    config = pathfinder_config(32, **LEVELS[level], train=6, valid=0, test=0, seed=5)
+    # the generator's wrapper: distractors a third of the contour long, 20 // that many of them
+    assert (config.contour_length, config.distractor_length, config.distractors) == (contour, contour // 3, 20 // (contour // 3))
+    for i in range(config.train):
+        d = draw(config, "train", i)
+        assert int(connected_by_pixels(d.image, d.margin)) == d.label
+        # a marked snake is contour_length paddles, apart from each other; a paddle 2 px long and 0.5 px wide
+        # covers 2 to 4 pixels, and a marker disk (radius 1.5) 9 more at each end that has one
+        for snake in (1, 2):
+            assert 2 * contour <= int((d.paths == snake).sum()) <= 4 * contour + 2 * 9
+        assert d.distractors <= config.distractors
 
 
 def test_shapes_dtypes_and_exact_balance(data):

@@ -120,6 +120,16 @@ PRESETS = {
 }
 
 
+# The three difficulties LRA released for Pathfinder-32 (curv_baseline, curv_contour_length_9,
+# curv_contour_length_14), as the generator's wrapper derives them from the contour length:
+# distractor_length = contour_length // 3, distractors = 20 // distractor_length. LRA reports "hard".
+LEVELS = {
+    "easy": dict(contour_length=6, distractor_length=2, distractors=10),
+    "intermediate": dict(contour_length=9, distractor_length=3, distractors=6),
+    "hard": dict(),
+}
+
+
 def pathfinder_config(resolution: int, **overrides) -> PathfinderConfig:
     """LRA's settings at ``resolution`` (32: Pathfinder, 128: Path-X), with ``overrides`` on top."""
     if resolution not in PRESETS:
