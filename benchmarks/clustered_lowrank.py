@@ -624,7 +624,10 @@ def run_pairs(store: Store, names: list[str], targets: list[str], ns: list[int])
             row = store.data["pairs"].get(key) or {"pair": pair, "peer": PAIRS[pair][0], "n": n, "settings": settings(pair, n)}
             # A row is finished when it holds every side that can run now; missing parts are added.
             sides = [s for s, ok in (("ours", ours), ("peer", peer)) if ok]
-            time_done = row.get("time") and all(f"{s}_fwd_bwd_ms" in row["time"] for s in sides)
+            needed = [f"{s}_fwd_bwd_ms" for s in sides]
+            needed += ["projections_fwd_bwd_ms"] if pair in FLOOR_PAIRS else []
+            needed += ["core_ours_fwd_bwd_ms", "core_peer_fwd_bwd_ms"] if ours and peer and pair in CORE_PAIRS else []
+            time_done = row.get("time") and all(field in row["time"] for field in needed)
             if not time_done:
                 row["time"] = run_child({"kind": "time", "pair": pair, "n": n, "ours": ours, "peer": peer}, timeout_s=1800)
                 store.put("pairs", key, row)
@@ -693,16 +696,17 @@ def summarize(store: Store) -> dict:
         if "core_ours_fwd_bwd_ms" in t and "core_peer_fwd_bwd_ms" in t:
             entry["core_ours_fwd_bwd_ms"], entry["core_peer_fwd_bwd_ms"] = t["core_ours_fwd_bwd_ms"], t["core_peer_fwd_bwd_ms"]
             entry["core_speedup_fwd_bwd"] = round(t["core_peer_fwd_bwd_ms"] / t["core_ours_fwd_bwd_ms"], 2)
-        if "projections_fwd_bwd_ms" in t and "peer_fwd_bwd_ms" in entry:
+        if "projections_fwd_bwd_ms" in t:
             # The floor: a core costing nothing leaves the projections, so peer / projections bounds
-            # the layer speed-up; the target leaves the core peer / 1.5 - projections.
-            proj = t["projections_fwd_bwd_ms"]
-            entry["projections_fwd_bwd_ms"] = proj
-            entry["speedup_bound_zero_cost_core"] = round(entry["peer_fwd_bwd_ms"] / proj, 2)
-            entry["core_budget_for_target_ms"] = round(entry["peer_fwd_bwd_ms"] / TARGET_SPEEDUP - proj, 1)
-            if "ours_fwd_bwd_ms" in entry:
-                entry["ours_core_in_layer_ms"] = round(entry["ours_fwd_bwd_ms"] - proj, 1)
-                entry["peer_core_in_layer_ms"] = round(entry["peer_fwd_bwd_ms"] - proj, 1)
+            # the layer speed-up; the target leaves the core peer / 1.5 - projections (negative: a
+            # target no core can meet).
+            proj = entry["projections_fwd_bwd_ms"] = t["projections_fwd_bwd_ms"]
+            for side in ("ours", "peer"):
+                if f"{side}_fwd_bwd_ms" in entry:
+                    entry[f"{side}_core_in_layer_ms"] = round(entry[f"{side}_fwd_bwd_ms"] - proj, 1)
+            if "peer_fwd_bwd_ms" in entry:
+                entry["speedup_bound_zero_cost_core"] = round(entry["peer_fwd_bwd_ms"] / proj, 2)
+                entry["core_budget_for_target_ms"] = round(entry["peer_fwd_bwd_ms"] / TARGET_SPEEDUP - proj, 1)
         if "ours_peak_above_start_mib" in entry and "peer_peak_above_start_mib" in entry:
             entry["memory_ratio_ours_over_peer"] = round(entry["ours_peak_above_start_mib"] / entry["peer_peak_above_start_mib"], 2)
             entry["memory_target_met"] = entry["ours_peak_above_start_mib"] <= entry["peer_peak_above_start_mib"]

@@ -15,7 +15,8 @@ checkpoint, so killing this script loses at most the steps since the last valida
 benchmarks/lra/ gets runs.json (every finished run: accuracies, the validation history, wall time,
 tokens/s, peak RSS), table.txt (``attnzoo lra report``'s table) and bubbles.png (score against
 the speed and memory of the committed default benchmark at N = 2K, benchmarks/results/bench_default.json).
-Data comes from ``attnzoo lra prepare`` (run on demand; Pathfinder-32 with the preset's data options).
+Data comes from ``attnzoo lra prepare`` (run on demand; Pathfinder-32 with the preset's data options, at
+``--pathfinder-level``: LRA's hard by default, or easy / intermediate, reported in a column of their own).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from pathlib import Path
 
 from attnzoo.bench.files import write_atomic
 from attnzoo.bench.store import Store
-from attnzoo.lra.report import format_table, table, write_chart
 from attnzoo.lra.pathfinder import LEVELS
+from attnzoo.lra.report import format_table, table, write_chart
 from attnzoo.lra.train import make_config
 
 HERE = Path(__file__).resolve().parent

@@ -180,18 +180,19 @@ def test_pathfinder_at_another_difficulty_is_a_column_of_its_own_outside_the_ave
     hard = pathfinder("full", valid=0.51, test=0.50)
     easy = pathfinder("full", valid=0.80, test=0.79, contour=6)  # better on validation, but a different task
     also_hard = pathfinder("full", valid=0.49, test=0.99, contour=14)  # 14 written out is still LRA's task
-    runs = [hard, easy, also_hard, *(run("full", t, valid=0.5, test=0.6) for t in FIVE[:4])]
+    longer = pathfinder("full", valid=0.70, test=0.70, contour=10)  # columns by contour length, not as strings
+    runs = [hard, easy, also_hard, longer, *(run("full", t, valid=0.5, test=0.6) for t in FIVE[:4])]
     assert best_runs(runs)[("full", "pathfinder32")] is hard and best_runs(runs)[("full", "pathfinder32@contour6")] is easy
     (full,) = table(runs)
     assert full["scores"]["pathfinder32"] == pytest.approx(50.0) and full["scores"]["pathfinder32@contour6"] == pytest.approx(79.0)
     assert full["avg5"] == pytest.approx((4 * 60 + 50) / 5)  # the easy 79 is in no average
     lines = format_table([full]).splitlines()
     header = re.split(r"\s{2,}", lines[0].strip())
-    assert header == [*COLUMNS[:7], "Pathfinder (contour 6)", *COLUMNS[7:]]
+    assert header == [*COLUMNS[:7], "Pathfinder (contour 6)", "Pathfinder (contour 10)", *COLUMNS[7:]]
     cells = dict(zip(header, re.split(r"\s{2,}", lines[2].strip())))
     assert (cells["Pathfinder"], cells["Pathfinder (contour 6)"], cells["Avg (5, no Path-X)"]) == ("50.00 [71.40]", "79.00", "58.00 [54.39]")
     assert "instead of LRA's 14" in lines[-1]
-    assert "contour" not in format_table(table(runs[:1] + runs[3:]))  # no such run, no such column
+    assert "contour" not in format_table(table(runs[:1] + runs[4:]))  # no such run, no such column
 
 
 # -- scores_for_chart ----------------------------------------------------------------------------
