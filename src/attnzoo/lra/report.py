@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from attnzoo.lra.pathfinder import PathfinderConfig
 from attnzoo.lra.presets import PUBLISHED, PUBLISHED_TASKS
 
 TASK_ORDER = ("listops", "text", "retrieval", "image", "pathfinder32", "pathx")
@@ -20,7 +21,7 @@ TASK_TITLES = {"listops": "ListOps", "text": "Text", "retrieval": "Retrieval", "
                "pathx": "Path-X"}
 
 
-LRA_CONTOUR = 14  # Pathfinder-32 as LRA reports it ("hard"); pathfinder.LEVELS has the other difficulties
+LRA_CONTOUR = PathfinderConfig.contour_length  # Pathfinder-32 as LRA reports it ("hard"); LEVELS has the others
 
 
 def column_of(run: dict) -> str:
