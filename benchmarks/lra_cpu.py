@@ -44,14 +44,30 @@ TASKS = ("listops", "pathfinder32")
 MECHANISMS = ("full", "local", "reformer", "linformer", "performer", "fnet", "bigbird", "nystrom", "linear")
 
 
+KEEP = ("key", "task", "name", "test_accuracy", "valid_accuracy", "best_step", "step", "train_seconds", "steps_per_s",
+        "tokens_per_s", "peak_bytes", "world_size", "device", "length", "history", "config", "machine", "versions", "updated_at")
+
+
+def finished_runs() -> list[dict]:
+    """The committed runs.json merged with the store's finished runs (the store wins on a shared key).
+
+    The store lives in attnzoo-out/, which a fresh checkout does not have: without the merge, the first
+    run finished there would export a runs.json holding only itself and drop every earlier result."""
+    merged = {}
+    if (OUT / "runs.json").exists():
+        merged = {r["key"]: {**r, "status": "done", "preset": r["config"]["preset"]}
+                  for r in json.loads((OUT / "runs.json").read_text())}
+    if STORE.exists():
+        with Store(STORE) as store:
+            merged.update({r["key"]: r for r in store.runs() if r["status"] == "done"})
+    return list(merged.values())
+
+
 def export() -> None:
-    with Store(STORE) as store:
-        runs = [r for r in store.runs() if r["status"] == "done"]
+    runs = finished_runs()
     entries = table(runs)
     OUT.mkdir(parents=True, exist_ok=True)
-    keep = ("key", "task", "name", "test_accuracy", "valid_accuracy", "best_step", "step", "train_seconds", "steps_per_s",
-            "tokens_per_s", "peak_bytes", "world_size", "device", "length", "history", "config", "machine", "versions", "updated_at")
-    write_atomic(OUT / "runs.json", json.dumps([{k: r.get(k) for k in keep} for r in runs], indent=1) + "\n")
+    write_atomic(OUT / "runs.json", json.dumps([{k: r.get(k) for k in KEEP} for r in runs], indent=1) + "\n")
     write_atomic(OUT / "table.txt", format_table(entries) + "\n")
     bench = json.loads((HERE / "results" / "bench_default.json").read_text())["rows"]
     chart = write_chart(entries, [r for r in bench if r["status"] == "ok"], OUT / "bubbles.png", n=2048)
