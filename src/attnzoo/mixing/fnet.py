@@ -58,13 +58,18 @@ def fnet_mix(x: Tensor, *, mask: Tensor | None = None) -> Tensor:
     if mask is None or bool(mask.all()):
         return _fft2_real(x)
     packed, lengths, order = pack_real(x, mask)  # [B, L, C]: each sequence's real tokens first
-    out = torch.zeros_like(packed)
-    for length in lengths.unique().tolist():
-        if length == 0:
-            continue  # a sequence of padding only: zeros
-        rows = (lengths == length).nonzero().squeeze(1)  # the sequences of this real length
-        mixed = _fft2_real(packed[rows, :length])  # [G, length, C]
-        out = out.index_copy(0, rows, torch.nn.functional.pad(mixed, (0, 0, 0, packed.shape[1] - length)))
+    # Sorted by real length, each group of one length is a slice: the groups' outputs are joined
+    # once and put back in batch order once. (Writing each group into a fresh [B, L, C] copy made a
+    # full-size allocation per distinct length, a few dozen per ListOps batch, and the heap grew.)
+    lengths, by_length = lengths.sort()
+    packed = packed[by_length]
+    pieces, start = [], 0
+    for length, count in zip(*(t.tolist() for t in lengths.unique_consecutive(return_counts=True))):
+        group = packed[start : start + count, :length]  # [G, length, C]
+        mixed = _fft2_real(group) if length else group  # a sequence of padding only: zeros
+        pieces.append(torch.nn.functional.pad(mixed, (0, 0, 0, packed.shape[1] - length)))
+        start += count
+    out = torch.cat(pieces)[torch.argsort(by_length)]
     return unpack_real(out, order, n)
 
 
