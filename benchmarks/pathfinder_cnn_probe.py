@@ -49,11 +49,15 @@ def images(level: str, train: int, valid: int) -> dict[str, tuple[np.ndarray, np
 
 
 def cnn() -> nn.Sequential:
-    """[B, 1, 32, 32] -> [B, 2]: three stages of two 3×3 convs (32, 64, 128 channels), each halving the image."""
+    """[B, 1, 32, 32] -> [B, 2]: three stages of two 3×3 conv + batch norm + ReLU (32, 64, 128 channels), each halving the image.
+
+    Without batch norm this network stayed at the constant answer (training loss ln 2) for 6 epochs on easy images."""
     layers: list[nn.Module] = []
     channels = 1
     for width in (32, 64, 128):
-        layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        for c_in in (channels, width):
+            layers += [nn.Conv2d(c_in, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
+        layers.append(nn.MaxPool2d(2))
         channels = width
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(128 * 4 * 4, 256), nn.ReLU(), nn.Linear(256, 2))
 
@@ -106,7 +110,7 @@ def main() -> None:
     results[args.level] = {
         "command": f"python benchmarks/pathfinder_cnn_probe.py --level {args.level} --train {args.train} --valid {args.valid} "
                    f"--epochs {args.epochs} --batch-size {args.batch_size} --lr {args.lr} --seed {args.seed}",
-        "level": {**LEVELS[args.level]}, "model": "6 conv 3x3 (32, 64, 128 channels) + MLP 256, AdamW",
+        "level": {**LEVELS[args.level]}, "model": "6 conv 3x3 + batch norm (32, 64, 128 channels) + MLP 256, AdamW",
         "parameters": sum(p.numel() for p in model.parameters()), "torch_threads": torch.get_num_threads(),
         "best_valid_accuracy": max(h["valid_accuracy"] for h in history), "history": history,
     }
