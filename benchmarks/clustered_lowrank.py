@@ -36,6 +36,9 @@ Three parts, each point in its own fresh process, one process at a time (2 threa
    The same rounds time our q/k/v/out projections around a core that returns v (FLOOR_PAIRS):
    no core can make our layer faster than that, so peer / projections bounds the reachable
    speed-up, and peer / 1.5 - projections is what the target leaves for the attention itself.
+   For nystrom and sinkhorn (PRODUCT_FLOORS) the rounds also time the BLAS products their
+   attention must do, alone on q, k, v-shaped tensors (benchmarks/narrow_products.py): a core
+   budget below that time is a target no core built from these products can meet.
 
 Run it on a quiet machine. With 2 threads on 2 shared cores, while other processes hold the
 cores, every parallel region waits for a descheduled thread: a 64×64 matmul then takes ~8 ms
@@ -75,6 +78,7 @@ CORE_PAIRS = ("reformer", "routing", "sinkhorn")  # peers whose attention core t
 # Pairs whose two layers both run the full q/k/v/out projections (our Linformer layer does less:
 # it projects along the sequence first), so those projections are a floor under either layer.
 FLOOR_PAIRS = ("reformer", "routing", "sinkhorn", "nystrom")
+PRODUCT_FLOORS = ("sinkhorn", "nystrom")  # pairs whose attention's products narrow_products.py times alone
 
 
 def routing_clusters(n: int) -> int:
@@ -281,6 +285,20 @@ def child_time(pair: str, n: int, have_ours: bool, have_peer: bool, budget_s: fl
 
         runs["core_ours_fwd_bwd"] = (core_fwd_bwd, lambda q, k, v: ours_core(q, q if pair == "reformer" else k, v))
         runs["core_peer_fwd_bwd"] = (core_fwd_bwd, peer_fn)
+    if pair in PRODUCT_FLOORS:
+        from narrow_products import VARIANTS, C, M  # benchmarks/, this script's directory
+
+        if settings(pair, n).get("landmarks", M) != M or settings(pair, n).get("bucket_size", C) != C:
+            raise ValueError(f"narrow_products times m = {M} landmarks and blocks of {C}; PAIRS[{pair!r}] has {settings(pair, n)}")
+        make, variants = VARIANTS[pair]
+        tensors = make(n)
+
+        def products_fwd_bwd(fn):
+            fn(*tensors).sum().backward()
+            for t in tensors:
+                t.grad = None
+
+        runs["products_fwd_bwd"] = (products_fwd_bwd, variants["products"])
     for fn, layer in runs.values():
         fn(layer)  # warm-up
     times: dict[str, list[float]] = {key: [] for key in runs}
@@ -626,6 +644,7 @@ def run_pairs(store: Store, names: list[str], targets: list[str], ns: list[int])
             sides = [s for s, ok in (("ours", ours), ("peer", peer)) if ok]
             needed = [f"{s}_fwd_bwd_ms" for s in sides]
             needed += ["projections_fwd_bwd_ms"] if pair in FLOOR_PAIRS else []
+            needed += ["products_fwd_bwd_ms"] if pair in PRODUCT_FLOORS else []
             needed += ["core_ours_fwd_bwd_ms", "core_peer_fwd_bwd_ms"] if ours and peer and pair in CORE_PAIRS else []
             time_done = row.get("time") and all(field in row["time"] for field in needed)
             if not time_done:
@@ -707,6 +726,10 @@ def summarize(store: Store) -> dict:
             if "peer_fwd_bwd_ms" in entry:
                 entry["speedup_bound_zero_cost_core"] = round(entry["peer_fwd_bwd_ms"] / proj, 2)
                 entry["core_budget_for_target_ms"] = round(entry["peer_fwd_bwd_ms"] / TARGET_SPEEDUP - proj, 1)
+        if "products_fwd_bwd_ms" in t:
+            entry["products_floor_fwd_bwd_ms"] = t["products_fwd_bwd_ms"]
+            if "core_budget_for_target_ms" in entry:
+                entry["budget_above_products_floor"] = entry["core_budget_for_target_ms"] > t["products_fwd_bwd_ms"]
         if "ours_peak_above_start_mib" in entry and "peer_peak_above_start_mib" in entry:
             entry["memory_ratio_ours_over_peer"] = round(entry["ours_peak_above_start_mib"] / entry["peer_peak_above_start_mib"], 2)
             entry["memory_target_met"] = entry["ours_peak_above_start_mib"] <= entry["peer_peak_above_start_mib"]
