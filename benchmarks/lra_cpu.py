@@ -11,7 +11,9 @@ Each run is ``torchrun --standalone --nproc-per-node 2 -m attnzoo.lra.train TASK
 --preset cpu --resume`` into the store attnzoo-out/lra-cpu/results.sqlite: two single-threaded
 processes train a ListOps step 1.4x faster here than one process with two threads (measured:
 linear, 123k vs 88k positions/s). A finished run is skipped and an interrupted one resumes from its
-checkpoint, so killing this script loses at most the steps since the last validation. Afterwards
+checkpoint, so killing this script loses at most the steps since the last validation (the store and
+checkpoints live in attnzoo-out/, which is not committed: a run finished in benchmarks/lra/runs.json
+is skipped too, and the export merges that file with the store). Afterwards
 benchmarks/lra/ gets runs.json (every finished run: accuracies, the validation history, wall time,
 tokens/s, peak RSS), table.txt (``attnzoo lra report``'s table) and bubbles.png (score against
 the speed and memory of the committed default benchmark at N = 2K, benchmarks/results/bench_default.json).
@@ -85,12 +87,17 @@ def main() -> None:
     parser.add_argument("--export", action="store_true", help="only export the finished runs")
     args = parser.parse_args()
     if not args.export:
+        # a fresh checkout has no store, so the committed results say what is already finished
+        committed = {r["key"] for r in json.loads((OUT / "runs.json").read_text())} if (OUT / "runs.json").exists() else set()
         for task in args.tasks:
             for name in args.mechanisms:
                 data = make_config(task, name, "cpu").data_options
                 if task == "pathfinder32":
                     data = {**data, **LEVELS[args.pathfinder_level]}
                 key = make_config(task, name, "cpu", data_options=data).key()  # checks the names before anything starts
+                if key in committed:
+                    print(f"{key}: finished in {OUT / 'runs.json'}; skipped", flush=True)
+                    continue
                 command = ["attnzoo.lra.train", task, "--mechanism", name, "--preset", "cpu", "--resume",
                            "--store", str(STORE), "--out", str(RUNS), "--set", "log_every=50",
                            *(f"--data-opt={k}={v}" for k, v in data.items())]
