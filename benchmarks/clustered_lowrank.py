@@ -811,6 +811,7 @@ def main() -> None:
     import torch
 
     from attnzoo.bench.harness import matmul_gflops
+    from attnzoo.bench.sweep import machine
 
     have = available_ours()
     targets = list(OURS) if args.names is None else args.names  # peers run for these even before ours land
@@ -834,6 +835,7 @@ def main() -> None:
     store.data["meta"] = {
         "command": " ".join(["python benchmarks/clustered_lowrank.py", *sys.argv[1:]]),
         "torch": torch.__version__,
+        "machine": machine(),  # sittings on different CPUs give different ratios; compare within one
         "peers": peer_versions(),
         "pair_settings": {pair: {n: settings(pair, n) for n in args.pair_n} for pair in PAIRS},
         "ours_options": {name: {n: ours_options(name, n) for n in sorted({*SWEEP_NS, *args.pair_n})} for name in names},
