@@ -50,15 +50,17 @@ KEEP = ("key", "task", "name", "test_accuracy", "valid_accuracy", "best_step", "
         "tokens_per_s", "peak_bytes", "world_size", "device", "length", "history", "config", "machine", "versions", "updated_at")
 
 
+def committed_runs() -> list[dict]:
+    """The finished runs in the committed benchmarks/lra/runs.json (none before the first export)."""
+    return json.loads((OUT / "runs.json").read_text()) if (OUT / "runs.json").exists() else []
+
+
 def finished_runs() -> list[dict]:
     """The committed runs.json merged with the store's finished runs (the store wins on a shared key).
 
     The store lives in attnzoo-out/, which a fresh checkout does not have: without the merge, the first
     run finished there would export a runs.json holding only itself and drop every earlier result."""
-    merged = {}
-    if (OUT / "runs.json").exists():
-        merged = {r["key"]: {**r, "status": "done", "preset": r["config"]["preset"]}
-                  for r in json.loads((OUT / "runs.json").read_text())}
+    merged = {r["key"]: {**r, "status": "done", "preset": r["config"]["preset"]} for r in committed_runs()}
     if STORE.exists():
         with Store(STORE) as store:
             merged.update({r["key"]: r for r in store.runs() if r["status"] == "done"})
@@ -88,7 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.export:
         # a fresh checkout has no store, so the committed results say what is already finished
-        committed = {r["key"] for r in json.loads((OUT / "runs.json").read_text())} if (OUT / "runs.json").exists() else set()
+        committed = {r["key"] for r in committed_runs()}
         for task in args.tasks:
             for name in args.mechanisms:
                 data = make_config(task, name, "cpu").data_options

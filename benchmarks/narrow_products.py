@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from attnzoo.bench.files import write_atomic
+from attnzoo.bench.harness import matmul_gflops
 
 RESULT = Path(__file__).resolve().parent / "results" / "narrow_products.json"
 B, H, D, M, C = 1, 4, 64, 64, 64  # batch, heads, head dim, landmarks, sinkhorn block
@@ -82,17 +83,6 @@ VARIANTS = {
 }
 
 
-def matmul_gflops() -> float:
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * 2048**3 / statistics.median(times) / 1e9
-
-
 def main() -> None:
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -115,7 +105,7 @@ def main() -> None:
                 row[f"{name}_gflops"] = round(flop / ms / 1e6, 1)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    run = {"matmul_2048_gflops": round(matmul_gflops(), 1), "rows": rows}
+    run = {"matmul_2048_gflops": round(matmul_gflops(threads=2), 1), "rows": rows}
     earlier = json.loads(RESULT.read_text())["runs"] if RESULT.exists() else []
     result = {"command": "python benchmarks/narrow_products.py",
               "shape": {"B": B, "H": H, "D": D, "landmarks": M, "block": C, "dtype": "float32", "threads": 2},

@@ -1,6 +1,6 @@
 """Is our Pathfinder-32 learnable from a CPU-sized sample? A plain CNN as a data check.
 
-    python benchmarks/pathfinder_cnn_probe.py --level easy           # about 10 min here
+    python benchmarks/pathfinder_cnn_probe.py --level easy           # about 5 min here (1 to generate, 4 to train)
     python benchmarks/pathfinder_cnn_probe.py --level hard --epochs 8
 
 The transformers of ``benchmarks/lra_cpu.py`` stay at chance on 256k Pathfinder-32 images (LRA's
