@@ -75,9 +75,48 @@ def x_and_mask(b=2, n=N):
     return x, mask
 
 
-def test_registry_is_the_design_table_so_far():
-    assert set(NAMES) >= {"full", "local", "strided", "global", "sparse_transformer", "longformer", "bigbird", "heads", "random"}
+# DESIGN.md §3, in its order, with each name's family; `random` (random blocks alone) is ours.
+DESIGN_TABLE = {
+    "full": "exact", "local": "sparse", "strided": "sparse", "global": "sparse", "sparse_transformer": "sparse",
+    "longformer": "sparse", "bigbird": "sparse", "heads": "sparse", "reformer": "clustered", "routing": "clustered",
+    "sinkhorn": "clustered", "graph": "clustered", "linformer": "lowrank", "compressed": "lowrank", "nystrom": "lowrank",
+    "linear": "kernel", "efficient": "kernel", "performer": "kernel", "rfa": "kernel", "synthesizer": "mixing", "fnet": "mixing",
+    "gmlp": "mixing", "mixer": "mixing",
+}
+
+
+def test_registry_is_the_design_table():
+    assert [name for name in NAMES if name != "random"] == list(DESIGN_TABLE)
+    assert {name: attnzoo.describe(name)["family"] for name in DESIGN_TABLE} == DESIGN_TABLE
+    assert attnzoo.describe("random")["family"] == "sparse"
     assert list(REGISTRY) == NAMES
+
+
+# compressed convolves the values with a learned [D, D, stride] kernel, so v must be D wide
+OWN_VALUE_WIDTH = {"compressed"}
+
+
+@pytest.mark.parametrize("name,opts", [c for c in CASES if c[0] not in OWN_VALUE_WIDTH], ids=[i for c, i in zip(CASES, CASE_IDS) if c[0] not in OWN_VALUE_WIDTH])
+def test_values_of_another_width_than_queries_and_keys(name, opts, request):
+    """Weights do not depend on v, and each value channel is mixed alone: a core on v's first 3
+    channels, or on v widened by 5 more, gives the same channels as on v (head dim D = 8)."""
+    m = layer(name, case_id(request) in CAUSAL_ONLY, **opts).eval()
+    core = getattr(m, "core", None)
+    if core is None:
+        return  # a mixer is a whole layer: no v of its own to widen
+    g = torch.Generator().manual_seed(2)
+    q, k = torch.randn(2, 2, HEADS, N, DIM // HEADS, dtype=torch.float64, generator=g)
+    k = q if getattr(core, "shared_qk", False) else k
+    v = torch.randn(2, HEADS, N, DIM // HEADS, dtype=torch.float64, generator=g)
+    _, mask = x_and_mask()
+    with torch.no_grad():
+        out = core(q, k, v, mask=mask)
+        narrow = core(q, k, v[..., :3], mask=mask)
+        wide = core(q, k, torch.cat([v, v[..., :5]], dim=-1), mask=mask)
+    assert narrow.shape[-1] == 3 and wide.shape[-1] == 13
+    real = lambda t: t.transpose(1, 2)[mask]  # noqa: E731 - [B, H, N, E] -> the real queries' rows
+    torch.testing.assert_close(real(narrow), real(out[..., :3]), atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(real(wide[..., :8]), real(out), atol=1e-12, rtol=1e-12)
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])

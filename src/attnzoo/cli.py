@@ -30,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument(
         "--cost", action="store_true", help="kernel mechanisms: multiply counts and measured times of (φQ φKᵀ)V against φQ(φKᵀV) at --n"
     )
-    show.add_argument("--head-dim", type=int, default=64, help="head dim d for --cost (default 64)")
+    show.add_argument(
+        "--weights", action="store_true",
+        help="draw each mechanism's N×N weights on a probe where exact attention is a band (q = k = sinusoidal positions), beside the exact map",
+    )
+    show.add_argument("--head-dim", type=int, default=64, help="head dim d for --cost and --weights (default 64)")
     show.add_argument(
         "--opt", action="append", default=[], metavar="[NAME.]KEY=VALUE", help="mechanism option, repeatable (NAME. needed with several names)"
     )
@@ -167,8 +171,12 @@ def show_command(args) -> int:
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     options = _show_options(args.opt, args.names)
+    if args.cost and args.weights:
+        raise ValueError("--cost and --weights draw different things; give one of them")
     if args.cost:
         return cost_command(args, options)
+    if args.weights:
+        return weights_command(args, options)
     panels = []
     for name in args.names:
         layer = build(name, dim=8 * args.heads, heads=args.heads, causal=args.causal, max_len=args.n, **options.get(name, {}))
@@ -180,6 +188,30 @@ def show_command(args) -> int:
             panels.append((title, pairs[h]))
     out = args.out or Path("attnzoo-out") / f"show-{'-'.join(args.names)}.png"
     print(f"wrote {draw_patterns(panels, out)}")
+    return 0
+
+
+def weights_command(args, options: dict) -> int:
+    from attnzoo.viz.weights import draw_weights, exact_map, weight_panels
+
+    if args.head_dim < 2:
+        raise ValueError(f"--head-dim must be >= 2 (the probe has a sine and a cosine per frequency), got {args.head_dim}")
+    layers = []
+    with torch.random.fork_rng():
+        for name in args.names:
+            torch.manual_seed(0)  # the same picture every time for mechanisms with random parameters
+            opts = options.get(name, {})
+            label = name + "".join(f" {k}={v}" for k, v in sorted(opts.items()))
+            layers.append((label, build(name, dim=args.head_dim * args.heads, heads=args.heads, causal=args.causal, max_len=args.n, **opts)))
+    panels, no_map = weight_panels(layers, args.n)
+    for label in no_map:
+        print(f"{label}: no N×N weight map (it mixes positions without attention weights); not drawn")
+    if not panels:
+        raise ValueError(f"--weights: none of {args.names} has an N×N weight map; name an attention mechanism, synthesizer or gmlp")
+    for label, _, error in panels:
+        print(f"{label}: row error ½‖w − exact‖₁ = {error:.3f} (mean over queries)")
+    out = args.out or Path("attnzoo-out") / f"weights-{'-'.join(args.names)}.png"
+    print(f"wrote {draw_weights(panels, exact_map(args.n, args.head_dim, args.causal), out)}")
     return 0
 
 

@@ -76,8 +76,8 @@ def test_report_is_self_contained_html(report):
     assert not [a for a in page.attrs if a[1] in ("src", "href") and "http" in a[2]]
     assert "http" not in text
     files = sorted(p.name for p in path.parent.iterdir())
-    assert files == ["bubbles.png", "patterns.png", "report.html", "time_memory.png"]  # no temporary files left
-    assert len(page.images) == 3
+    assert files == ["bubbles.png", "patterns.png", "report.html", "time_memory.png", "weights.png"]  # no temporary files left
+    assert len(page.images) == 4
     for img in page.images:
         head, _, data = img["src"].partition(",")
         assert head == "data:image/png;base64"
@@ -167,6 +167,13 @@ def test_report_gallery_notes_names_it_cannot_draw(report):
     assert "full, local" in text  # the gallery image's alt lists the panels drawn
 
 
+def test_report_draws_each_mechanisms_weights_on_the_probe(report):
+    _, text, page = report
+    assert "The weights each mechanism gives on one probe input" in text
+    weights = [img for img in page.images if img["alt"].startswith("attention weights")]
+    assert len(weights) == 1 and "full" in weights[0]["alt"] and "local" in weights[0]["alt"]
+
+
 def test_gallery_uses_the_benchmarked_options_and_enough_heads():
     rows = [make_row("local", 1024, 1.0, 1, options={"window": 2}), make_row("heads", 1024, 1.0, 1)]
     panels, skipped = gallery_panels(["local", "heads", "peer:xformers"], 12, rows)
@@ -181,7 +188,7 @@ def test_gallery_uses_the_benchmarked_options_and_enough_heads():
 
 def test_no_bubble_chart_without_scores_and_gallery_optional(tmp_path):
     path = write_report(bench_rows(), tmp_path, command="bench")
-    assert not (tmp_path / "bubbles.png").exists() and not (tmp_path / "patterns.png").exists()
+    assert not any((tmp_path / f).exists() for f in ("bubbles.png", "patterns.png", "weights.png"))
     assert path.read_text(encoding="utf-8").count("data:image/png;base64,") == 1
 
 

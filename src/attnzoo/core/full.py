@@ -187,6 +187,14 @@ class Full(nn.Module):
             out = einsum(weights, v, "b h i j, b h j d -> b h i d")
         return out + position.value_term(weights)
 
+    @torch.no_grad()
+    def implied_weights(self, q: Tensor, k: Tensor, mask: Tensor | None = None) -> Tensor:
+        """[B, H, N, N]: the softmax weights (no dropout), from the dense reference path (pictures, small N)."""
+        if self.config.score == "additive":
+            return additive_attention(q, k, k, self.w_q, self.w_k, self.w_out, mask=mask, causal=self.causal, return_weights=True)[1]
+        scale = resolve_scale(self.config.scale, q.shape[-1], "full")
+        return full_attention(q, k, k, mask=mask, causal=self.causal, scale=scale, return_weights=True)[1]
+
     def computed_pairs(self, n: int) -> Tensor:
         """Bool [1, N, N]: every pair (the lower triangle if causal)."""
         pairs = torch.ones(1, n, n, dtype=torch.bool)

@@ -124,6 +124,16 @@ class GMLP(nn.Module):
         check_layer_input(x, mask, self.dim, self.max_len, "gmlp", " (its token-mixing matrix has one row per position)")
         return self.proj_out(self.sgu(F.gelu(self.proj_in(x)), mask))
 
+    @torch.no_grad()
+    def implied_weights(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """[B, 1, N, N]: the spatial weights of the gate (gate_i = Σ_j W_ij u_j + b_i, one map for every
+        channel, whatever x holds); padded keys and, when causal, future keys get 0 (pictures)."""
+        check_layer_input(x, mask, self.dim, self.max_len, "gmlp", " (its token-mixing matrix has one row per position)")
+        b, n = x.shape[:2]
+        w = self.spatial_weight[:n, :n].detach().to(x.dtype)
+        w = (w.tril() if self.causal else w).expand(b, 1, n, n)
+        return w if mask is None else w * mask[:, None, None, :].to(x.dtype)
+
     def computed_pairs(self, n: int) -> Tensor:
         """Bool [1, N, N]: every pair (i, j), or j <= i when causal."""
         pairs = torch.ones(1, n, n, dtype=torch.bool)

@@ -56,6 +56,20 @@ class PatternCore(nn.Module):
         return dict(mask=mask, causal=self.causal, scale=c.scale, dropout_p=c.dropout_p if self.training else 0.0,
                     backend=c.backend, block=c.block)
 
+    @torch.no_grad()
+    def implied_weights(self, q: Tensor, k: Tensor, mask: Tensor | None = None) -> Tensor:
+        """[B, H, N, N]: the weights (no dropout) the pattern's softmax gives each key (pictures, small N).
+
+        The attention is linear in v, so its output on v = I_N is that matrix's rows; pairs outside
+        the pattern get exactly 0."""
+        b, h, n, _ = q.shape
+        was_training = self.training
+        self.eval()  # no dropout
+        try:
+            return self(q, k, torch.eye(n, dtype=q.dtype, device=q.device).expand(b, h, n, n), mask=mask)
+        finally:
+            self.train(was_training)
+
     def computed_pairs(self, n: int) -> Tensor:
         """Bool [H or 1, N, N]: the (query, key) pairs this core computes (for pictures)."""
         pattern = self.pattern(n, self.heads, torch.device("cpu"))

@@ -112,6 +112,21 @@ class Global(PatternCore):
             mask = torch.cat([torch.ones(b, g, dtype=torch.bool, device=mask.device), mask], dim=1)
         return super().forward(q, k, v, mask)[:, :, g:]
 
+    @torch.no_grad()
+    def implied_weights(self, q: Tensor, k: Tensor, mask: Tensor | None = None) -> Tensor:
+        """[B, H, N, N]: the weights on the real keys; what a row lacks of 1 goes to the learned tokens."""
+        g = self.config.num_tokens
+        if not g:
+            return super().implied_weights(q, k, mask)
+        b, h, n, _ = q.shape
+        q, k = (torch.cat([t.expand(b, -1, -1, -1).to(x.dtype), x], dim=2) for t, x in zip(self.tokens[:2], (q, k)))
+        if mask is not None:
+            mask = torch.cat([torch.ones(b, g, dtype=torch.bool, device=mask.device), mask], dim=1)
+        eye = torch.eye(g + n, dtype=q.dtype, device=q.device).expand(b, h, g + n, g + n)
+        options = {**self.kernel_options(mask), "dropout_p": 0.0}
+        weights = sparse_attention(q, k, eye, self.pattern(g + n, h, q.device), parts=self.parts(g + n, q.device), **options)
+        return weights[:, :, g:, g:]
+
     def computed_pairs(self, n: int) -> Tensor:
         """Pairs among the real positions and the g learned tokens (drawn first): [H or 1, g + N, g + N]."""
         return super().computed_pairs(n + self.config.num_tokens)

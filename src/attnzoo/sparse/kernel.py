@@ -82,7 +82,8 @@ class _BlockedAttention(torch.autograd.Function):
         qs = q * (scale * _LOG2E)
         # The band covers every query row, so with a band in every head layout all rows get written.
         covered = all(hl.band is not None for hl in layout.heads)
-        out = torch.empty_like(q) if covered else torch.zeros_like(q)
+        shape = (*q.shape[:3], v.shape[-1])  # values may be wider or narrower than queries and keys
+        out = q.new_empty(shape) if covered else q.new_zeros(shape)
         lse = torch.full(q.shape[:3], float("-inf"), dtype=_stat_dtype(q), device=q.device)  # base 2
         for hl_index, hl in enumerate(layout.heads):
             heads = list(range(q.shape[1])) if hl.heads is None else list(hl.heads)

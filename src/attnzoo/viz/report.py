@@ -3,7 +3,7 @@
 Sections: header (command, machine, versions, dates), summary (fastest mechanism per N), time and
 memory curves with fitted log-log slopes, the LRA-style efficiency table (Tay et al., 2021, Table 2,
 arxiv.org/abs/2011.04006), approximation errors, the public packages against ours, failed points,
-every point, the pattern gallery and, given LRA scores, the score / speed / memory bubble chart. The PNGs are also left beside the page.
+every point, the pattern gallery, each mechanism's weights on one probe input and, given LRA scores, the score / speed / memory bubble chart. The PNGs are also left beside the page.
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ def write_report(
     body += _failures(rows)
     body += ["<h2>Every point</h2>", f"<pre>{escape(terminal_table(rows))}</pre>"]
     body += _gallery(rows, gallery or [], gallery_n, out_dir)
+    body += _weights_gallery(rows, gallery or [], gallery_n, out_dir)
     if lra_scores is not None:
         body += _bubbles(rows, lra_scores, out_dir)
     page = "\n".join(
@@ -278,6 +279,26 @@ def _gallery(rows: list[dict], names: list[str], n: int, out_dir: Path) -> list[
     return out
 
 
+def _weights_gallery(rows: list[dict], names: list[str], n: int, out_dir: Path) -> list[str]:
+    from attnzoo.viz.weights import WEIGHTS_HEAD_DIM, draw_weights, exact_map, weight_panels
+
+    layers, _ = gallery_layers(names, n, rows, head_dim=WEIGHTS_HEAD_DIM)  # the pattern gallery notes the failures
+    panels, no_map = weight_panels(layers, n)
+    if not panels:
+        return []
+    png = replace_atomically(out_dir / "weights.png", lambda p: draw_weights(panels, exact_map(n, WEIGHTS_HEAD_DIM), p))
+    out = ["<h2>The weights each mechanism gives on one probe input</h2>"]
+    out.append(
+        f'<p class="note">N = {n}, head dim {WEIGHTS_HEAD_DIM}, freshly built layers (seed 0, untrained). The probe is q = k = sinusoidal '
+        "positions, so exact softmax attention is a band around the diagonal (the first panel); each panel is the N×N map a "
+        "mechanism applies to the values there, with its row error ½‖w − exact‖₁ (0: the same weights, 1: disjoint). Learned "
+        "parts (Linformer's projections, Synthesizer's and gMLP's maps) show their initialisation."
+        + (f" No N×N map: {escape(', '.join(no_map))}." if no_map else "") + "</p>"
+    )
+    out.append(_img(png, "attention weights: " + ", ".join(label for label, _, _ in panels)))
+    return out
+
+
 def _bubbles(rows: list[dict], scores: dict[str, float], out_dir: Path) -> list[str]:
     out = ["<h2>Score, speed and memory (LRA Figure 3 layout)</h2>"]
     field = time_field(rows)
@@ -408,17 +429,19 @@ PICTURE_OPTIONS = {
 }
 
 
-def gallery_panels(names: list[str], n: int, rows: list[dict] = ()) -> tuple[list[tuple[str, object]], list[tuple[str, str]]]:
-    """Pattern panels for ``draw_patterns`` and the (name, reason) of names that could not be drawn.
+def gallery_layers(names: list[str], n: int, rows: list[dict] = (), *, head_dim: int = 8) -> tuple[list[tuple[str, object]], list[tuple[str, str]]]:
+    """(label, layer) for each name that builds at N = ``n``, and the (name, reason) of those that do not.
 
-    Each name is built as ``attnzoo show`` builds it (one head, dim 8, max_len = n), with the options
-    its benchmarked rows used when they all used the same (those the sweep scaled with N left out), causal when they all were causal; a name
-    that needs more heads (a pattern per head) is retried with the heads its rows used, then with 4.
-    Heads with different patterns get a panel each.
+    Each name is built as ``attnzoo show`` builds it (one head of ``head_dim``, max_len = n), with
+    the options its benchmarked rows used when they all used the same (those the sweep scaled with N
+    left out), causal when they all were causal; a name that needs more heads (a pattern per head)
+    is retried with the heads its rows used, then with 4. Random parameters are drawn with seed 0.
     """
+    import torch
+
     from attnzoo.registry import build
 
-    panels, skipped = [], []
+    layers, skipped = [], []
     for name in names:
         mine = [r for r in rows if r.get("name") == name]
         causal = bool(mine) and all(r.get("causal") for r in mine)
@@ -429,22 +452,34 @@ def gallery_panels(names: list[str], n: int, rows: list[dict] = ()) -> tuple[lis
         why = ""
         for heads in dict.fromkeys([1, *sorted({r["heads"] for r in mine if r.get("heads")}), 4]):
             try:
-                layer = build(name, dim=8 * heads, heads=heads, causal=causal, max_len=n, **options)
-                pairs = getattr(layer, "core", layer).computed_pairs(n)  # [H or 1, N, N]
+                with torch.random.fork_rng():
+                    torch.manual_seed(0)
+                    layer = build(name, dim=head_dim * heads, heads=heads, causal=causal, max_len=n, **options)
+                getattr(layer, "core", layer).computed_pairs(n)  # a pattern that cannot be drawn at n fails here
             except Exception as err:  # noqa: BLE001 - any failure becomes a note in the report, not a lost report
                 why = f"{type(err).__name__}: {err}"
                 continue
             label = name + (" causal" if causal else "") + "".join(f" {k}={v}" for k, v in sorted(options.items()))
-            label = textwrap.fill(label, 40)  # a long option list wraps instead of running into the next panel
-            distinct: dict[bytes, list[int]] = {}  # heads with the same pattern share a panel
-            for h in range(pairs.shape[0]):
-                distinct.setdefault(pairs[h].numpy().tobytes(), []).append(h)
-            for hs in distinct.values():
-                title = label if len(distinct) == 1 else f"{label}, head{'s' if len(hs) > 1 else ''} {', '.join(map(str, hs))}"
-                panels.append((title, pairs[hs[0]]))
+            layers.append((textwrap.fill(label, 40), layer))  # a long option list wraps instead of running into the next panel
             break
         else:
             skipped.append((name, why))
+    return layers, skipped
+
+
+def gallery_panels(names: list[str], n: int, rows: list[dict] = ()) -> tuple[list[tuple[str, object]], list[tuple[str, str]]]:
+    """Pattern panels for ``draw_patterns`` and the (name, reason) of names that could not be drawn
+    (``gallery_layers``); heads with different patterns get a panel each."""
+    layers, skipped = gallery_layers(names, n, rows)
+    panels = []
+    for label, layer in layers:
+        pairs = getattr(layer, "core", layer).computed_pairs(n)  # [H or 1, N, N]
+        distinct: dict[bytes, list[int]] = {}  # heads with the same pattern share a panel
+        for h in range(pairs.shape[0]):
+            distinct.setdefault(pairs[h].numpy().tobytes(), []).append(h)
+        for hs in distinct.values():
+            title = label if len(distinct) == 1 else f"{label}, head{'s' if len(hs) > 1 else ''} {', '.join(map(str, hs))}"
+            panels.append((title, pairs[hs[0]]))
     return panels, skipped
 
 
