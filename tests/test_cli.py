@@ -57,9 +57,16 @@ def test_bench_stores_rows_writes_the_report_and_resumes(tmp_path, capsys):
     assert "local" in page and "full" in page and "data:image/png;base64," in page
     out = capsys.readouterr().out
     assert "2 points (2 to measure" in out and "wrote" in out
+    # the sweep's rows also land as JSON beside the report, exactly as the store holds them
+    by_key = lambda rs: sorted(rs, key=lambda r: r["key"])  # noqa: E731
+    assert by_key(json.loads((tmp_path / "results.json").read_text())["rows"]) == by_key(rows)
     # A second run finds every point measured and measures nothing again; report rebuilds from the store.
     assert main(args) == 0
     assert "2 points (0 to measure" in capsys.readouterr().out
+    # a sweep of one name into the same store writes only its own rows
+    assert main(["bench", "--names", "full", "--n", "64", "--heads", "1", "--head-dim", "8", "--out", str(tmp_path)]) == 0
+    assert [r["name"] for r in json.loads((tmp_path / "results.json").read_text())["rows"]] == ["full"]
+    capsys.readouterr()
     with Store(tmp_path / "bench.sqlite") as store:
         assert {r["key"]: r["measured_at"] for r in store.rows()} == {r["key"]: r["measured_at"] for r in rows}
         local = next(r for r in rows if r["name"] == "local")

@@ -111,6 +111,7 @@ def bench_command(args) -> int:
         keys = {p.key() for p in points}
         rows = [r for r in store.rows() if r["key"] in keys]
         runs = store.runs()
+        print(f"wrote {store.export_json(args.out / 'results.json', rows)} (this sweep's rows; attnzoo report --from-json reads it back)")
     return _report(rows, args, command="attnzoo " + " ".join(sys.argv[1:] or ["bench"]), runs=runs)
 
 

@@ -339,13 +339,13 @@ class Store:
 
     # -- exporting -------------------------------------------------------------------------------
 
-    def export_json(self, path: str | Path) -> Path:
-        """Write {"schema_version": SCHEMA_VERSION, "rows": rows()} to path atomically; returns path.
+    def export_json(self, path: str | Path, rows: list[dict] | None = None) -> Path:
+        """Write {"schema_version": SCHEMA_VERSION, "rows": rows()} (or the given rows) to path atomically; returns path.
 
         Equivalent to: ``json.dump({"schema_version": 1, "rows": store.rows()}, f)``, written through a
         temporary file and os.replace, so a reader never sees half a file.
         """
-        text = json.dumps({"schema_version": SCHEMA_VERSION, "rows": self.rows()}, indent=1, allow_nan=False)
+        text = json.dumps({"schema_version": SCHEMA_VERSION, "rows": self.rows() if rows is None else rows}, indent=1, allow_nan=False)
         return write_atomic(Path(path), text + "\n")
 
     def export_csv(self, path: str | Path) -> Path:
