@@ -142,6 +142,28 @@ def assert_shapes_and_gradients(m) -> None:
 
 
 @pytest.mark.parametrize("name,opts", CASES, ids=CASE_IDS)
+def test_awkward_size_shapes_gradients_and_padding(name, opts, request):
+    """N = 113, head dim D = 60 (2 heads of width 120), batch 3 with two padded sequences."""
+    causal = case_id(request) in CAUSAL_ONLY
+    torch.manual_seed(0)
+    options = {**SMALL.get(name, {}), **opts}
+    if "max_len" in options:
+        options["max_len"] = 128
+    m = attnzoo.build(name, dim=120, heads=2, causal=causal, **options).double().eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 113, 120, dtype=torch.float64, generator=g, requires_grad=True)
+    mask = torch.ones(3, 113, dtype=torch.bool)
+    mask[1, 100:], mask[2, 7:50:3] = False, False
+    y = m(x, mask)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    y[mask].square().sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad[mask].abs().sum() > 0
+    assert (x.grad[~mask] == 0).all()  # padding content reaches no real output
+    for pname, p in m.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
+@pytest.mark.parametrize("name,opts", CASES, ids=CASE_IDS)
 def test_padding_content_does_not_change_real_outputs(name, opts, request):
     # eval: two training calls differ by design where a mechanism learns online (routing's
     # centroids) or samples (Sinkhorn's Gumbel noise); padding must not matter in either mode.

@@ -23,7 +23,7 @@ from attnzoo.core.multihead import MultiHeadAttention
 from attnzoo.core.reference import reference_attention
 from tests.conftest import assert_close_all, make_mask, make_qkv, outputs_and_grads
 
-SIZES = [(1, 8), (7, 60), (45, 8), (45, 60)]  # (N, D)
+SIZES = [(1, 8), (7, 60), (45, 8), (45, 60), (113, 60)]  # (N, D)
 SIZE_IDS = [f"N{n}-D{d}" for n, d in SIZES]
 
 

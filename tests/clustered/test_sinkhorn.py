@@ -93,6 +93,12 @@ def test_equals_the_written_out_sorted_block_attention(b, h, n, d, block, causal
         torch.testing.assert_close(got, torch.zeros_like(got) if ref_g is None else ref_g, atol=1e-9, rtol=1e-7)
 
 
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_awkward_size_equals_the_written_out_sorted_block_attention(causal):
+    """N = 113 (8 blocks of 16, the last one 1 real position), D = 60, padding holes."""
+    test_equals_the_written_out_sorted_block_attention(2, 2, 113, 60, 16, causal, "holes")
+
+
 @pytest.mark.parametrize("pad", ["none", "tail"])
 def test_sortcut_equals_the_written_out_truncated_attention(pad):
     q, k, v, logits = inputs(2, 2, 37, 8, 8, seed=1)

@@ -9,7 +9,7 @@ import torch
 from attnzoo.mixing import FNet, FNetConfig, fnet_mix
 from tests.mixing import with_padding
 
-SIZES = [(7, 8), (13, 5), (45, 32)]  # (N, C)
+SIZES = [(7, 8), (13, 5), (45, 32), (113, 60)]  # (N, C)
 
 
 def numpy_fnet(x, mask):

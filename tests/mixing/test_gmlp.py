@@ -57,6 +57,15 @@ def test_sgu_matches_the_loop(n, max_len, causal, pad):
     assert_close(got, want, names=["out", "dz", "dW", "db", "dnorm_weight", "dnorm_bias"])
 
 
+def test_sgu_matches_the_loop_at_an_awkward_size():
+    """N = 113 of max_len 120, F = 60, padding holes."""
+    inputs = sgu_inputs(113, 60, 120, seed=7)
+    mask = with_padding(2, 113, "holes")
+    got = real_outputs_and_grads(lambda *t: spatial_gating(*t, mask=mask), inputs, mask)
+    want = real_outputs_and_grads(lambda *t: loop_sgu(*t, mask, False), inputs, mask)
+    assert_close(got, want, names=["out", "dz", "dW", "db", "dnorm_weight", "dnorm_bias"])
+
+
 @pytest.mark.parametrize("n", [16, 9], ids=["N=max_len", "N<max_len"])
 @pytest.mark.parametrize("init_eps", [1e-3, 1e-1], ids=["eps1e-3", "eps1e-1"])
 def test_at_init_the_unit_is_close_to_the_identity_gating(init_eps, n):

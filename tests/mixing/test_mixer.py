@@ -55,6 +55,15 @@ def test_token_mixing_matches_the_per_channel_loop(n, max_len, expansion, causal
     assert_close(got, want, names=["out", "dx", "dw1", "db1", "dw2", "db2"])
 
 
+def test_token_mixing_matches_the_per_channel_loop_at_an_awkward_size():
+    """N = 113 of max_len 120, causal, padding holes."""
+    inputs = mixer_inputs(113, 120, 1, seed=7)
+    mask = with_padding(2, 113, "holes")
+    got = real_outputs_and_grads(lambda *t: token_mixing(*t, mask=mask, causal=True), inputs, mask)
+    want = real_outputs_and_grads(lambda *t: loop_mixing(*t, mask, True), inputs, mask)
+    assert_close(got, want, names=["out", "dx", "dw1", "db1", "dw2", "db2"])
+
+
 def test_layer_is_the_function_on_its_parameters():
     m = layer(causal=True, expansion=2)
     assert {name: tuple(p.shape) for name, p in m.named_parameters()} == {"w1": (32, 16), "b1": (32,), "w2": (16, 32), "b2": (16,)}
