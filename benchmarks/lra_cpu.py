@@ -15,7 +15,7 @@ checkpoint, so killing this script loses at most the steps since the last valida
 checkpoints live in attnzoo-out/, which is not committed: a run finished in benchmarks/lra/runs.json
 is skipped too, and the export merges that file with the store). Afterwards
 benchmarks/lra/ gets runs.json (every finished run: accuracies, the validation history, wall time,
-tokens/s, peak RSS), table.txt (``attnzoo lra report``'s table) and bubbles.png (score against
+tokens/s, peak RSS), table.txt (``attnzoo lra report``'s table), curves.png (validation accuracy per step) and bubbles.png (score against
 the speed and memory of the committed default benchmark at N = 2K, benchmarks/results/bench_default.json).
 Data comes from ``attnzoo lra prepare`` (run on demand; Pathfinder-32 with the preset's data options, at
 ``--pathfinder-level``: LRA's hard by default, or easy / intermediate, reported in a column of their own).
@@ -33,7 +33,7 @@ from pathlib import Path
 from attnzoo.bench.files import write_atomic
 from attnzoo.bench.store import Store
 from attnzoo.lra.pathfinder import LEVELS
-from attnzoo.lra.report import format_table, table, write_chart
+from attnzoo.lra.report import format_table, table, write_chart, write_curves
 from attnzoo.lra.train import make_config
 
 HERE = Path(__file__).resolve().parent
@@ -75,8 +75,9 @@ def export() -> None:
     write_atomic(OUT / "table.txt", format_table(entries) + "\n")
     bench = json.loads((HERE / "results" / "bench_default.json").read_text())["rows"]
     chart = write_chart(entries, [r for r in bench if r["status"] == "ok"], OUT / "bubbles.png", n=2048)
+    curves = write_curves(runs, OUT / "curves.png")
     print(format_table(entries))
-    print(f"\nwrote {OUT / 'runs.json'}, {OUT / 'table.txt'}" + (f", {chart}" if chart else ""))
+    print(f"\nwrote {OUT / 'runs.json'}, {OUT / 'table.txt'}" + "".join(f", {p}" for p in (chart, curves) if p))
 
 
 def main() -> None:

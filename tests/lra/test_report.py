@@ -9,7 +9,7 @@ import pytest
 
 from attnzoo.bench.store import Store
 from attnzoo.cli import main
-from attnzoo.lra.report import averages, best_runs, format_table, report, scores_for_chart, table
+from attnzoo.lra.report import averages, best_runs, curve_series, format_table, report, scores_for_chart, table, write_curves
 from tests.bench.test_store import minimal_row
 
 # Long Range Arena, Table 1 (Tay et al. 2021, arxiv.org/abs/2011.04006), copied from the paper, not
@@ -269,6 +269,37 @@ def test_report_writes_the_table_and_the_chart(tmp_path):
     assert cells["full"]["Avg (5, no Path-X)"] == "52.00 [54.39]"
     assert cells["full"]["Avg (6, Path-X fail = 50)"] == "51.67"
     assert [cells["nystrom"][c] for c in COLUMNS[1:7]] == ["35.00", "-", "-", "-", "-", "-"]  # the running Text run is left out
+
+
+def with_history(r, history, best_step):
+    return {**r, "history": history, "best_step": best_step}
+
+
+def test_curves_follow_the_tables_runs_in_table_order():
+    h1 = [[250, 2.2, 0.2, 0.18], [500, 2.0, 0.3, 0.35]]
+    h2 = [[250, 2.1, 0.2, 0.30], [500, 1.9, 0.4, 0.25]]
+    easy = {**run("full", "pathfinder32", valid=0.9, test=0.88), "config": {"data_options": {"contour_length": 6}}}
+    runs = [
+        with_history(run("linear", "listops", valid=0.35, test=0.36), h1, 500),
+        with_history(run("linear", "listops", valid=0.30, test=0.40, at="2026-02-01T00:00:00+00:00"), h2, 250),  # worse validation
+        with_history(run("full", "listops", valid=0.30, test=0.31), h2, 250),
+        with_history(easy, [[100, 0.6, 0.7, 0.9]], 100),
+        with_history(run("full", "pathfinder32", valid=0.5, test=0.5), [[100, 0.69, 0.5, 0.5]], 100),
+        run("local", "listops", valid=0.9, test=0.9),  # no history: no line
+        with_history(run("nystrom", "listops", valid=0.9, test=None, status="running"), h1, 500),  # unfinished: no line
+    ]
+    series = curve_series(runs)
+    assert list(series) == ["listops", "pathfinder32", "pathfinder32@contour6"]
+    assert [line["name"] for line in series["listops"]] == ["full", "linear"]
+    linear = series["listops"][1]
+    assert linear == {"name": "linear", "steps": [250, 500], "valid": [18.0, 35.0], "best_step": 500, "test": 36.0}
+
+
+def test_write_curves_draws_a_png_or_nothing(tmp_path):
+    runs = [with_history(run("full", "listops", valid=0.3, test=0.31), [[250, 2.2, 0.2, 0.3]], 250)]
+    assert write_curves(runs, tmp_path / "c.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert write_curves([run("full", "listops", valid=0.3, test=0.31)], tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
 
 
 def test_report_without_benchmark_rows_has_no_chart(tmp_path):

@@ -1,5 +1,5 @@
 """``attnzoo lra report``: the LRA table from the results store beside the published numbers, and
-the score / speed / memory bubble chart.
+the score / speed / memory bubble chart, and the validation curves of the runs in the table.
 
 A cell is the test accuracy (%) of the best validation checkpoint of the finished run of that task
 and mechanism (several runs: the one with the best validation accuracy, so the test split never
@@ -164,6 +164,51 @@ def write_chart(entries: list[dict], bench_rows: list[dict], path: Path, n: int 
     return plot_bubbles(points, path, title=f"{label} vs speed at N = {n}; bubble area = peak memory (relative to full)")
 
 
+def curve_series(runs: list[dict]) -> dict[str, list[dict]]:
+    """{column: [{"name", "steps", "valid" (%), "best_step", "test" (%)}, ...]} in table order, one
+    series per mechanism: the validation history of its run in the table (``best_runs``); runs
+    without a history are left out."""
+    chosen = {key: run for key, run in best_runs(runs).items() if run.get("history")}
+    present = {column for _, column in chosen}
+    series: dict[str, list[dict]] = {}
+    for column in [c for c in TASK_ORDER if c in present] + _extra_columns(present):
+        for (name, col), run in sorted(chosen.items()):
+            if col == column:
+                series.setdefault(column, []).append({
+                    "name": name, "steps": [h[0] for h in run["history"]], "valid": [100 * h[3] for h in run["history"]],
+                    "best_step": run.get("best_step"), "test": 100 * run["test_accuracy"],
+                })
+    return series
+
+
+def write_curves(runs: list[dict], path: Path) -> Path | None:
+    """Validation accuracy against training step (``curve_series``), a panel per task column; a dot
+    marks the checkpoint whose test accuracy the table reports. None when there is nothing to draw."""
+    from attnzoo.viz.figure import pyplot, save
+
+    series = curve_series(runs)
+    if not series:
+        return None
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(series), figsize=(6.4 * len(series), 4.4), squeeze=False)
+    for ax, (column, lines) in zip(axes[0], series.items()):
+        for line in lines:
+            (drawn,) = ax.plot(line["steps"], line["valid"], marker=".", markersize=3, linewidth=1.2,
+                               label=f"{line['name']} (test {line['test']:.2f})")
+            if line["best_step"] in line["steps"]:
+                best = line["valid"][line["steps"].index(line["best_step"])]
+                ax.plot([line["best_step"]], [best], "o", color=drawn.get_color(), markersize=7)
+        ax.set_title(f"{column_title(column)}: validation accuracy; dots: the checkpoints tested", fontsize=10)
+        low, high = ax.get_ylim()
+        if high - low < 10:  # at least 10 points tall, so noise around chance does not look like learning
+            ax.set_ylim((low + high) / 2 - 5, (low + high) / 2 + 5)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    return save(fig, path, dpi=110)
+
+
 def report(store_path: str | Path, out: str | Path) -> str:
     """The table as text, and the chart written beside it when benchmark rows exist in the store."""
     from attnzoo.bench.files import write_atomic
@@ -182,5 +227,7 @@ def report(store_path: str | Path, out: str | Path) -> str:
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "lra_table.txt", text + "\n")
     chart = write_chart(entries, rows, out / "lra_bubbles.png")
-    written = f"wrote {out / 'lra_table.txt'}" + (f" and {chart}" if chart else " (no chart: no benchmark rows or no scores)")
+    curves = write_curves(runs, out / "lra_curves.png")
+    written = f"wrote {out / 'lra_table.txt'}" + (f", {curves}" if curves else "")
+    written += f" and {chart}" if chart else " (no chart: no benchmark rows or no scores)"
     return text + "\n\n" + written
