@@ -330,6 +330,9 @@ def _train(config: TrainConfig, *, resume: bool, force: bool, on_step, stream) -
 def _loop(config, data, model, optimizer, schedule, state, device, run_dir, on_step, stream, report, tokens_per_step) -> str:
     """Steps from ``state["step"]`` to ``config.steps``, validating and checkpointing; "done" or "interrupted"."""
     rank, world, main = _rank(), _world(), _rank() == 0
+    # find_unused_parameters: a mechanism's options may leave a parameter out of a step's graph, and
+    # DDP without it then raises at the next step (it expects a gradient for each). Every registered
+    # mechanism at its defaults uses all of its parameters; the flag costs one extra walk of the graph.
     trained = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     progress = _Progress(config, state["step"], stream) if main else None
     train_split, running = data.splits["train"], state["running"]
