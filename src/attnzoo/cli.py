@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--n", type=int, default=64, help="sequence length to draw (default 64)")
     show.add_argument("--heads", type=int, default=1)
     show.add_argument("--causal", action="store_true")
-    show.add_argument("--out", type=Path, default=None, help="PNG path (default attnzoo-out/show-NAME.png)")
+    show.add_argument("--out", type=Path, default=None, help="PNG path (default attnzoo-out/show-NAME.png; with --weights weights-NAME.png)")
     show.add_argument(
         "--cost", action="store_true", help="kernel mechanisms: multiply counts and measured times of (φQ φKᵀ)V against φQ(φKᵀV) at --n"
     )
@@ -203,7 +203,9 @@ def weights_command(args, options: dict) -> int:
             opts = options.get(name, {})
             label = name + "".join(f" {k}={v}" for k, v in sorted(opts.items()))
             layers.append((label, build(name, dim=args.head_dim * args.heads, heads=args.heads, causal=args.causal, max_len=args.n, **opts)))
-    panels, no_map = weight_panels(layers, args.n)
+    panels, no_map, failed = weight_panels(layers, args.n, args.head_dim)
+    if failed:
+        raise ValueError("--weights: " + "; ".join(failed))
     for label in no_map:
         print(f"{label}: no N×N weight map (it mixes positions without attention weights); not drawn")
     if not panels:

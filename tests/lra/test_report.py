@@ -283,6 +283,7 @@ def test_curves_follow_the_tables_runs_in_table_order():
         with_history(run("linear", "listops", valid=0.35, test=0.36), h1, 500),
         with_history(run("linear", "listops", valid=0.30, test=0.40, at="2026-02-01T00:00:00+00:00"), h2, 250),  # worse validation
         with_history(run("full", "listops", valid=0.30, test=0.31), h2, 250),
+        with_history(run("bigbird", "listops", valid=0.30, test=0.31), h2, 250),
         with_history(easy, [[100, 0.6, 0.7, 0.9]], 100),
         with_history(run("full", "pathfinder32", valid=0.5, test=0.5), [[100, 0.69, 0.5, 0.5]], 100),
         run("local", "listops", valid=0.9, test=0.9),  # no history: no line
@@ -290,8 +291,8 @@ def test_curves_follow_the_tables_runs_in_table_order():
     ]
     series = curve_series(runs)
     assert list(series) == ["listops", "pathfinder32", "pathfinder32@contour6"]
-    assert [line["name"] for line in series["listops"]] == ["full", "linear"]
-    linear = series["listops"][1]
+    assert [line["name"] for line in series["listops"]] == ["full", "bigbird", "linear"]  # full first, then by name
+    linear = series["listops"][2]
     assert linear == {"name": "linear", "steps": [250, 500], "valid": [18.0, 35.0], "best_step": 500, "test": 36.0}
 
 

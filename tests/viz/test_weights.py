@@ -1,11 +1,14 @@
 """Attention-map pictures: every map is the operator the mechanism applies to its values.
 
-References are written out here: softmax over allowed pairs (NumPy), the pattern's computed pairs,
-and each layer's own output on random values, which must equal map @ values.
+References written out here in NumPy: softmax over a pattern's allowed pairs (its computed_pairs,
+materialized from the pattern's predicate, not the blocked kernel), linear attention with elu + 1
+features, and Linformer's softmax(q (Eᵀk)ᵀ) Fᵀ. For the data-dependent rest (clustering, landmarks,
+random features) the stated property: the core's output on random values is map @ values.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -73,7 +76,8 @@ CORES = [
 @pytest.mark.parametrize("name,options", CORES, ids=[n + "".join(f"[{k}={v}]" for k, v in o.items()) for n, o in CORES])
 @pytest.mark.parametrize("causal", [False, True], ids=["", "causal"])
 def test_map_times_values_is_the_core_output(name, options, causal):
-    """The picture is truthful: the core on the probe's q = k and random values v returns map @ v."""
+    """The picture is truthful: the core on the probe's q = k and random values v returns map @ v;
+    for fixed pairs, the map is the softmax over those pairs, written out."""
     try:
         layer = build(name, heads=2, causal=causal, **options)
     except ValueError as err:
@@ -89,9 +93,28 @@ def test_map_times_values_is_the_core_output(name, options, causal):
     torch.testing.assert_close(weights @ v[0], out[0], atol=1e-10, rtol=1e-10)
     if causal:
         assert torch.equal(weights.triu(1), torch.zeros_like(weights))
-    pairs = getattr(core, "computed_pairs")(N)
-    if name in ("bigbird", "random", "longformer", "sparse_transformer", "graph"):  # fixed pairs: nothing outside them
-        assert torch.equal(weights * ~pairs, torch.zeros_like(weights))
+    if name in ("bigbird", "random", "longformer", "sparse_transformer", "graph"):  # fixed pairs
+        pairs = core.computed_pairs(N).expand(2, N, N).numpy()
+        for h in range(2):
+            np.testing.assert_allclose(weights[h].numpy(), numpy_softmax_map(N, D, pairs[h]), atol=1e-12)
+
+
+def test_linear_map_is_the_normalized_elu_feature_product():
+    x = probe(N, D).numpy()
+    phi = np.where(x > 0, x + 1, np.exp(x))  # elu(x) + 1
+    products = phi @ phi.T
+    got = attention_map(build("linear"), N)[0].numpy()
+    np.testing.assert_allclose(got, products / products.sum(1, keepdims=True), atol=1e-12)
+
+
+def test_linformer_map_is_the_softmax_over_projected_keys_times_the_value_projection():
+    layer = build("linformer", k=8)
+    proj_k, proj_v = (p.detach().double().numpy()[:N] for p in layer.core.projections())  # E, F: [N, K]
+    x = probe(N, D).numpy()
+    scores = x @ (proj_k.T @ x).T / math.sqrt(D)  # [N, K]
+    attention = np.exp(scores - scores.max(1, keepdims=True))
+    attention /= attention.sum(1, keepdims=True)
+    np.testing.assert_allclose(attention_map(layer, N)[0].numpy(), attention @ proj_v.T, atol=1e-12)
 
 
 def test_map_leaves_dropout_out_and_the_layer_as_it_was():
@@ -107,6 +130,29 @@ def test_map_leaves_dropout_out_and_the_layer_as_it_was():
     direct = layer.core.implied_weights(q, q)
     np.testing.assert_allclose(direct[0, 0].numpy(), numpy_softmax_map(N, D, abs(i - j) <= 3), atol=1e-6)
     assert layer.core.training
+
+
+@pytest.mark.parametrize("name,options", [("routing", dict(clusters=3)), ("sinkhorn", dict(block=4)), ("performer", {}),
+                                          ("reformer", dict(bucket_size=4))])
+def test_implied_weights_of_a_training_core_change_nothing_and_draw_no_noise(name, options):
+    """Called on a core in training mode: no centroid update, no Gumbel noise, no feature redraw;
+    the core stays in training mode and two calls agree."""
+    core = build(name, heads=2, **options).core.double()
+    state = copy.deepcopy(core.state_dict())  # with the random features' generator state where there is one
+    q = probe(N, D).expand(1, 2, N, D)
+    first, second = core.implied_weights(q, q), core.implied_weights(q, q)
+    assert core.training and not first.requires_grad
+    torch.testing.assert_close(first, second, atol=0, rtol=0)
+    assert same(state, core.state_dict())
+
+
+def same(a, b) -> bool:
+    """Equal nested state: tensors element for element, dicts key for key, anything else by ==."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return a == b
 
 
 def test_learned_global_tokens_take_what_the_real_keys_leave():
@@ -165,12 +211,16 @@ def test_row_error_is_half_the_l1_distance_per_query():
     assert row_error(half[None], exact).item() == pytest.approx(0.75)
 
 
-def test_weight_panels_share_identical_heads_and_name_the_mixers_without_a_map():
-    layers = [("heads", build("heads", heads=4, patterns=("local:window=3", "local:window=30"), block=8)), ("fnet", build("fnet"))]
-    panels, no_map = weight_panels(layers, N)
-    assert [label for label, _, _ in panels] == ["heads, heads 0, 2", "heads, heads 1, 3"]
-    assert panels[1][2] == pytest.approx(0, abs=1e-12) and panels[0][2] > 0.05  # the full heads are exact
-    assert no_map == ["fnet"]
+def test_weight_panels_share_identical_heads_and_name_the_mixers_without_a_map_and_the_failures():
+    layers = [("heads", build("heads", heads=4, patterns=("local:window=3", "local:window=30"), block=8)), ("fnet", build("fnet")),
+              ("causal local", build("local", causal=True, window=30, block=8))]
+    panels, no_map, failed = weight_panels(layers, N, D)
+    assert [label for label, _, _ in panels] == ["heads, heads 0, 2", "heads, heads 1, 3", "causal local"]
+    assert panels[1][2] == pytest.approx(0, abs=1e-12) and panels[0][2] > 0.05  # the window-30 heads are exact
+    assert panels[2][2] == pytest.approx(0, abs=1e-12)  # against the causal exact map
+    assert no_map == ["fnet"] and failed == []
+    _, _, failed = weight_panels([("big", build("full"))], 2000, D)
+    assert len(failed) == 1 and failed[0].startswith("big: ValueError: attention maps are pictures") and "N <= 1024" in failed[0]
 
 
 def test_show_weights_draws_and_prints_each_row_error(tmp_path, capsys):

@@ -342,7 +342,7 @@ class Store:
     def export_json(self, path: str | Path, rows: list[dict] | None = None) -> Path:
         """Write {"schema_version": SCHEMA_VERSION, "rows": rows()} (or the given rows) to path atomically; returns path.
 
-        Equivalent to: ``json.dump({"schema_version": 1, "rows": store.rows()}, f)``, written through a
+        Equivalent to: ``json.dump({"schema_version": 1, "rows": rows or store.rows()}, f)``, written through a
         temporary file and os.replace, so a reader never sees half a file.
         """
         text = json.dumps({"schema_version": SCHEMA_VERSION, "rows": self.rows() if rows is None else rows}, indent=1, allow_nan=False)

@@ -11,12 +11,17 @@ import math
 import torch
 from torch import Tensor, nn
 
+from attnzoo.core.modes import eval_mode
 
+
+@torch.no_grad()
 def implied_by_identity(core: nn.Module, q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
-    """[B, H, N, N] for a core whose output is linear in v once q and k are fixed: its output on v = I."""
+    """[B, H, N, N] for a core whose output is linear in v once q and k are fixed: its output on v = I,
+    in eval mode (no dropout or noise, no centroid updates; the core's mode is put back)."""
     b, h, n, _ = q.shape
     eye = torch.eye(n, dtype=q.dtype, device=q.device).expand(b, h, n, n)
-    return core(q, k, eye, mask=mask)
+    with eval_mode(core):
+        return core(q, k, eye, mask=mask)
 
 
 def pairs_on_random_input(core: nn.Module, n: int) -> Tensor:
@@ -24,11 +29,4 @@ def pairs_on_random_input(core: nn.Module, n: int) -> Tensor:
     heads = getattr(core, "heads", 1)
     generator = torch.Generator().manual_seed(0)
     q, k = torch.randn(2, 1, heads, n, core.head_dim, generator=generator, dtype=torch.float64)
-    was_training = core.training
-    core.eval()
-    try:
-        with torch.no_grad():
-            weights = core.implied_weights(q, k)[0]
-    finally:
-        core.train(was_training)
-    return weights > 1e-12 * math.sqrt(n)
+    return core.implied_weights(q, k)[0] > 1e-12 * math.sqrt(n)

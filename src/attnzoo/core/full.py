@@ -189,7 +189,8 @@ class Full(nn.Module):
 
     @torch.no_grad()
     def implied_weights(self, q: Tensor, k: Tensor, mask: Tensor | None = None) -> Tensor:
-        """[B, H, N, N]: the softmax weights (no dropout), from the dense reference path (pictures, small N)."""
+        """q, k [B, H, N, D] -> [B, H, N, N]: the softmax weights (no dropout, no position bias), from
+        the dense reference path (pictures, small N)."""
         if self.config.score == "additive":
             return additive_attention(q, k, k, self.w_q, self.w_k, self.w_out, mask=mask, causal=self.causal, return_weights=True)[1]
         scale = resolve_scale(self.config.scale, q.shape[-1], "full")

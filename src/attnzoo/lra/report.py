@@ -165,14 +165,14 @@ def write_chart(entries: list[dict], bench_rows: list[dict], path: Path, n: int 
 
 
 def curve_series(runs: list[dict]) -> dict[str, list[dict]]:
-    """{column: [{"name", "steps", "valid" (%), "best_step", "test" (%)}, ...]} in table order, one
-    series per mechanism: the validation history of its run in the table (``best_runs``); runs
-    without a history are left out."""
+    """{column: [{"name", "steps", "valid" (%), "best_step", "test" (%)}, ...]}, columns in table order and
+    in each, full first and then by name: the validation history of each mechanism's run in the
+    table (``best_runs``); runs without a history are left out."""
     chosen = {key: run for key, run in best_runs(runs).items() if run.get("history")}
     present = {column for _, column in chosen}
     series: dict[str, list[dict]] = {}
     for column in [c for c in TASK_ORDER if c in present] + _extra_columns(present):
-        for (name, col), run in sorted(chosen.items()):
+        for (name, col), run in sorted(chosen.items(), key=lambda item: (item[0][0] != "full", item[0][0])):
             if col == column:
                 series.setdefault(column, []).append({
                     "name": name, "steps": [h[0] for h in run["history"]], "valid": [100 * h[3] for h in run["history"]],
@@ -190,14 +190,16 @@ def write_curves(runs: list[dict], path: Path) -> Path | None:
     if not series:
         return None
     plt = pyplot()
+    names = sorted({line["name"] for lines in series.values() for line in lines}, key=lambda name: (name != "full", name))
+    colour = {name: plt.get_cmap("tab20")(i % 20) for i, name in enumerate(names)}  # one colour per mechanism in every panel
     fig, axes = plt.subplots(1, len(series), figsize=(6.4 * len(series), 4.4), squeeze=False)
     for ax, (column, lines) in zip(axes[0], series.items()):
         for line in lines:
-            (drawn,) = ax.plot(line["steps"], line["valid"], marker=".", markersize=3, linewidth=1.2,
-                               label=f"{line['name']} (test {line['test']:.2f})")
+            ax.plot(line["steps"], line["valid"], marker=".", markersize=3, linewidth=1.2, color=colour[line["name"]],
+                    label=f"{line['name']} (test {line['test']:.2f})")
             if line["best_step"] in line["steps"]:
                 best = line["valid"][line["steps"].index(line["best_step"])]
-                ax.plot([line["best_step"]], [best], "o", color=drawn.get_color(), markersize=7)
+                ax.plot([line["best_step"]], [best], "o", color=colour[line["name"]], markersize=7)
         ax.set_title(f"{column_title(column)}: validation accuracy; dots: the checkpoints tested", fontsize=10)
         low, high = ax.get_ylim()
         if high - low < 10:  # at least 10 points tall, so noise around chance does not look like learning

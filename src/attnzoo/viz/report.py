@@ -282,11 +282,12 @@ def _gallery(rows: list[dict], names: list[str], n: int, out_dir: Path) -> list[
 def _weights_gallery(rows: list[dict], names: list[str], n: int, out_dir: Path) -> list[str]:
     from attnzoo.viz.weights import WEIGHTS_HEAD_DIM, draw_weights, exact_map, weight_panels
 
-    layers, _ = gallery_layers(names, n, rows, head_dim=WEIGHTS_HEAD_DIM)  # the pattern gallery notes the failures
-    panels, no_map = weight_panels(layers, n)
+    layers, skipped = gallery_layers(names, n, rows, head_dim=WEIGHTS_HEAD_DIM)
+    panels, no_map, failed = weight_panels(layers, n, WEIGHTS_HEAD_DIM)
     if not panels:
         return []
-    png = replace_atomically(out_dir / "weights.png", lambda p: draw_weights(panels, exact_map(n, WEIGHTS_HEAD_DIM), p))
+    causal = all(getattr(getattr(layer, "core", layer), "causal", False) for _, layer in layers)  # the reference drawn
+    png = replace_atomically(out_dir / "weights.png", lambda p: draw_weights(panels, exact_map(n, WEIGHTS_HEAD_DIM, causal), p))
     out = ["<h2>The weights each mechanism gives on one probe input</h2>"]
     out.append(
         f'<p class="note">N = {n}, head dim {WEIGHTS_HEAD_DIM}, freshly built layers (seed 0, untrained). The probe is q = k = sinusoidal '
@@ -295,6 +296,9 @@ def _weights_gallery(rows: list[dict], names: list[str], n: int, out_dir: Path) 
         "parts (Linformer's projections, Synthesizer's and gMLP's maps) show their initialisation."
         + (f" No N×N map: {escape(', '.join(no_map))}." if no_map else "") + "</p>"
     )
+    if failed or skipped:
+        items = "".join(f"<li>{escape(why)}</li>" for why in failed + [f"{name}: {why}" for name, why in skipped])
+        out.append(f'<p class="note">Not drawn:</p><ul class="note">{items}</ul>')
     out.append(_img(png, "attention weights: " + ", ".join(label for label, _, _ in panels)))
     return out
 
@@ -426,6 +430,9 @@ PICTURE_OPTIONS = {
     "reformer": {"bucket_size": 8, "n_hashes": 2},
     "routing": {"clusters": 8},
     "sinkhorn": {"block": 8},
+    # low rank, for the weights picture: nystrom with landmarks >= N is exact attention, nothing to see
+    "linformer": {"k": 16},
+    "nystrom": {"landmarks": 8},
 }
 
 

@@ -26,16 +26,18 @@ import torch
 from torch import Tensor, nn
 
 from attnzoo.viz.figure import pyplot, save
+
 WEIGHTS_HEAD_DIM = 64  # wide enough for the probe's band to be a few positions thin
+MAX_N = 1024  # the maps are H·N² float64 numbers, and v = I is N² more per head
 
 
-def probe(n: int, d: int) -> Tensor:
+def probe(n: int, d: int, device: torch.device | str | None = None) -> Tensor:
     """[N, D] float64: sin and cos of position i at D/2 frequencies spaced geometrically from 1 to π/N rad."""
     if n < 1 or d < 2:
-        raise ValueError(f"probe: need n >= 1 and an even d >= 2, got n={n}, d={d}")
+        raise ValueError(f"probe: need n >= 1 and d >= 2 (a sine and a cosine per frequency), got n={n}, d={d}")
     half = d // 2
-    frequency = (math.pi / max(n, 2)) ** (torch.arange(half, dtype=torch.float64) / max(half - 1, 1))
-    angle = torch.arange(n, dtype=torch.float64)[:, None] * frequency
+    frequency = (math.pi / max(n, 2)) ** (torch.arange(half, dtype=torch.float64, device=device) / max(half - 1, 1))
+    angle = torch.arange(n, dtype=torch.float64, device=device)[:, None] * frequency
     pe = torch.stack([angle.sin(), angle.cos()], dim=-1).flatten(1)  # [N, 2·(D/2)]
     return torch.nn.functional.pad(pe, (0, d - 2 * half))  # an odd D gets a zero last column
 
@@ -56,17 +58,20 @@ def attention_map(layer: nn.Module, n: int) -> Tensor | None:
     A copy of the layer runs in float64 and eval mode (no dropout, no noise, no centroid updates).
     An attention layer's core gets q = k = the probe in every head, with no projection; the layer's
     own position encoding is not applied."""
+    if n > MAX_N:
+        raise ValueError(f"attention maps are pictures of H·N² weights in float64; use N <= {MAX_N}, got {n}")
     layer = copy.deepcopy(layer).to(torch.float64).eval()
+    device = next(layer.parameters(), torch.empty(0)).device
     core = getattr(layer, "core", None)
     if core is not None:
         d = layer.dim // layer.heads
-        q = probe(n, d).expand(1, layer.heads, n, d)
+        q = probe(n, d, device).expand(1, layer.heads, n, d)
         weights = core.implied_weights(q, q)
     elif hasattr(layer, "implied_weights"):
-        weights = layer.implied_weights(probe(n, layer.dim)[None])
+        weights = layer.implied_weights(probe(n, layer.dim, device)[None])
     else:
         return None
-    return weights[0]
+    return weights[0].cpu()
 
 
 def row_error(weights: Tensor, exact: Tensor) -> Tensor:
@@ -74,34 +79,39 @@ def row_error(weights: Tensor, exact: Tensor) -> Tensor:
     return 0.5 * (weights - exact).abs().sum(-1).mean(-1)
 
 
-def weight_panels(layers: list[tuple[str, nn.Module]], n: int) -> tuple[list[tuple[str, Tensor, float]], list[str]]:
-    """(label, [N, N] map, row error) for each labelled layer on the probe, a panel per distinct head
-    map; and the labels of the layers that have no map. Each layer is built with the same head dim d
-    (attention) or width (mixers); its error is against the exact map of its own d and causality."""
-    panels, no_map = [], []
+def weight_panels(layers: list[tuple[str, nn.Module]], n: int, head_dim: int) -> tuple[list[tuple[str, Tensor, float]], list[str], list[str]]:
+    """Each labelled layer on the probe: (label, [N, N] map, row error) panels, one per distinct head
+    map; the labels of the layers with no map; and "label: error" for those whose map failed (a
+    picture is not worth a lost report). Attention layers have heads of ``head_dim``; every error is
+    against ``exact_map(n, head_dim)`` with the layer's own causality."""
+    panels, no_map, failed = [], [], []
     for label, layer in layers:
-        weights = attention_map(layer, n)
+        try:
+            weights = attention_map(layer, n)
+        except Exception as err:  # noqa: BLE001 - one mechanism's failure becomes a note
+            failed.append(f"{label}: {type(err).__name__}: {err}")
+            continue
         if weights is None:
             no_map.append(label)
             continue
-        core = getattr(layer, "core", layer)
-        d = layer.dim // getattr(layer, "heads", 1) if hasattr(layer, "core") else layer.dim
-        errors = row_error(weights, exact_map(n, d, bool(getattr(core, "causal", False))))
+        causal = bool(getattr(getattr(layer, "core", layer), "causal", False))
+        errors = row_error(weights, exact_map(n, head_dim, causal))
         distinct: dict[bytes, list[int]] = {}  # heads with the same map share a panel
         for h in range(weights.shape[0]):
             distinct.setdefault(weights[h].numpy().tobytes(), []).append(h)
         for hs in distinct.values():
             head = "" if len(distinct) == 1 else f", head{'s' if len(hs) > 1 else ''} {', '.join(map(str, hs))}"
             panels.append((label + head, weights[hs[0]], errors[hs[0]].item()))
-    return panels, no_map
+    return panels, no_map, failed
 
 
 def draw_weights(panels: list[tuple[str, Tensor, float]], exact: Tensor, path: str | Path, *, columns: int = 4) -> Path:
     """Save the exact map and each (label, [N, N] map, row error) panel as a PNG on one diverging scale:
-    0 white, ± the exact map's largest weight full colour (blue below zero: low-rank maps can be
-    negative); larger values saturate."""
+    0 white, ± the exact map's typical row maximum full colour (blue below zero: low-rank maps can be
+    negative); larger values saturate. The median row maximum, not the largest: under causal masking
+    the first query's whole weight is on itself, which would wash out every other row."""
     plt = pyplot()
-    vmax = exact.max().item()
+    vmax = exact.amax(dim=-1).median().item()
     drawn = [(f"exact softmax on the probe\ncolour scale ±{vmax:.2g}", exact)]
     drawn += [(f"{label}\nrow error {error:.3f}", weights) for label, weights, error in panels]
     columns = min(columns, len(drawn))
