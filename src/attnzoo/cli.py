@@ -145,8 +145,9 @@ def positions_table(names: list[str] | None = None) -> str:
     lines.insert(1, "-" * len(lines[0]))
     legend = (
         "Positional encodings: sinusoidal, learned, floater and rnn are added to the embeddings once (every mechanism);\n"
-        "rotary rotates q and k inside the layer (wherever q meets k, kernel methods included); relative and alibi add\n"
-        "to explicit q·k scores (only where those exist). build(name, ..., position='rotary') puts an in-layer one in."
+        "rotary rotates q and k inside the layer (wherever q meets k, kernel methods included); relative adds to explicit\n"
+        "q·k scores (only where those exist), alibi's −m·|i − j| also to the sparse kernel's blocked scores.\n"
+        "build(name, ..., position='rotary') puts an in-layer one in."
     )
     return legend + "\n\n" + "\n".join(lines)
 

@@ -63,7 +63,8 @@ REGISTRY = {
 
 # Positional encodings: name -> module class (attnzoo.positional.ENCODINGS). Each class says where
 # it acts (``level``): "input" (added to the embeddings once), "rotary" (rotates q and k inside the
-# layer) or "score" (adds to explicit q·k scores inside the layer).
+# layer), "score" (adds to explicit q·k scores inside the layer) or "distance" (a score bias of |i − j|
+# alone, which the blocked sparse kernel takes too).
 POSITIONS = ENCODINGS
 
 _FAMILY = {"core": "exact"}  # package folder -> family name, where they differ
@@ -127,7 +128,7 @@ def make_position(position: str, *, dim: int, heads: int, max_len: int | None = 
 def honours(name: str, position: str) -> bool:
     """Whether mechanism ``name`` can honour positional encoding ``position``: input encodings
     work with every mechanism, rotary wherever queries meet keys (kernel methods included),
-    relative and ALiBi only where explicit per-pair scores exist."""
+    relative only where explicit per-pair scores exist, ALiBi there and in the blocked sparse kernel."""
     return _entry(name)[1].info.honours(_position_entry(position).level)
 
 
@@ -150,7 +151,7 @@ def check_position(name: str, position: str, *, in_layer: bool = False) -> None:
     if not honours(name, position):
         own = [p for p in POSITIONS if honours(name, p)]
         others = [m for m in REGISTRY if honours(m, position)]
-        why = "it adds to explicit q·k scores" if level == "score" else "it rotates queries and keys"
+        why = {"score": "it adds to explicit q·k scores", "distance": "it adds −m·|i − j| to q·k scores"}.get(level, "it rotates queries and keys")
         raise ValueError(
             f"{name} cannot honour {position} positions ({why}, which {name} never forms); {name} honours "
             f"{', '.join(own)}; {position} works with {', '.join(others)}"

@@ -47,7 +47,7 @@ def test_bias_formula(n):
 @pytest.mark.parametrize("heads", [4, 12], ids=lambda h: f"H{h}")
 def test_module_bias_shape_dtype_device_follow_q(dtype, heads):
     m = ALiBi(heads, 8)
-    assert m.level == "score" and "2108.12409" in m.paper and m.has_value_term is False and not list(m.parameters())
+    assert m.level == "distance" and "2108.12409" in m.paper and m.has_value_term is False and not list(m.parameters())
     q = torch.randn(2, heads, 300, 8).to(dtype)
     got = m.bias(q, q, scale=0.125)
     assert got.shape == (1, heads, 300, 300) and got.dtype == dtype and got.device == q.device

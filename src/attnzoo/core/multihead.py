@@ -53,7 +53,8 @@ class MultiHeadAttention(nn.Module):
                 q = k = rotary(q, base=self.position.base)
             elif level == "rotary":
                 q, k = self.position(q, k)
-            y = self.core(q, k, v, mask=mask, position=self.position) if level == "score" else self.core(q, k, v, mask=mask)
+            in_scores = level in ("score", "distance")
+            y = self.core(q, k, v, mask=mask, position=self.position) if in_scores else self.core(q, k, v, mask=mask)
         return self.out(rearrange(y, "b h n d -> b n (h d)"))
 
     def step(self, x: Tensor, state=None):
@@ -95,12 +96,12 @@ def _check_position(position: nn.Module | None, core: nn.Module) -> None:
             f"{name} is added to the input once, not inside every attention layer: apply it to the embeddings "
             "(e.g. Classifier(positions=...)); an attention layer takes rotary, relative or alibi"
         )
-    if level not in ("rotary", "score"):
+    if level not in ("rotary", "score", "distance"):
         raise ValueError(f"position must be a positional encoding module (rotary, relative, alibi), got {name}")
     if level == "rotary" and info is not None and not info.honours(level):
         raise ValueError(f"{core_name} never compares queries with keys, so rotary positions cannot act; use an input encoding "
                          "(sinusoidal, learned, floater, rnn)")
-    if level == "score" and (info is None or not info.honours(level)):
+    if level in ("score", "distance") and (info is None or not info.honours(level)):
         raise ValueError(
             f"{name} adds to explicit q·k scores, which {core_name} never forms; use rotary (it rotates q and k, so it works "
             "wherever q meets k) or an input encoding (sinusoidal, learned, floater, rnn), or the full mechanism"

@@ -2,7 +2,8 @@
 
 - "input": added to the embeddings once, ``forward(x [B, N, C], mask=None)``: sinusoidal, learned, floater, rnn;
 - "rotary": rotates q and k, ``forward(q, k)``: rotary;
-- "score": adds ``bias(q, k, scale)`` to the attention scores (and optionally ``value_term(weights)``): relative, alibi.
+- "score": adds ``bias(q, k, scale)`` to the attention scores (and optionally ``value_term(weights)``): relative;
+- "distance": a score bias that depends on |i − j| alone (``slopes``; ``bias`` for dense scores): alibi.
 """
 
 from attnzoo.positional.alibi import ALiBi, alibi_bias, alibi_slopes

@@ -59,7 +59,7 @@ class ALiBi(nn.Module):
         There is no value term (``has_value_term`` is False).
     """
 
-    level = "score"
+    level = "distance"  # a bias that depends on |i − j| alone: wherever scores are formed, blocked ones included
     paper = "Press, Smith & Lewis 2022, Train Short, Test Long: Attention with Linear Biases, arxiv.org/abs/2108.12409"
     has_value_term = False
 

@@ -83,6 +83,7 @@ class BigBird(PatternCore):
         complexity="O(N·(w + g + r)·b·D) time, O(N·(w + g + r)·b) memory",
         causal=True,
         mask=True,
+        distance=True,
     )
 
     def __init__(self, config: BigBirdConfig, **kw):

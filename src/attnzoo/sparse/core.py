@@ -24,6 +24,16 @@ class KernelOptions:
     block: int = 64  # kernel block size (positions per block)
 
 
+def alibi_slopes_of(position: nn.Module | None, where: str) -> Tensor | None:
+    """The [H] slopes of an ALiBi encoding, None without one; any other encoding is refused."""
+    if position is None:
+        return None
+    if getattr(position, "level", None) != "distance" or not isinstance(getattr(position, "slopes", None), Tensor):
+        raise ValueError(f"{where}: the sparse kernel adds ALiBi's −m·|i − j| to its scores and no other bias; "
+                         f"got {type(position).__name__} (use alibi, rotary or an input encoding)")
+    return position.slopes
+
+
 class PatternCore(nn.Module):
     """Core for one pattern mechanism: forward(q, k, v, mask) -> sparse_attention(q, k, v, self.pattern(...)).
 
@@ -47,15 +57,19 @@ class PatternCore(nn.Module):
         """An equivalent decomposition for the blocked kernel (sparse.union.Part), or None."""
         return None
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, position: nn.Module | None = None) -> Tensor:
+        """position: ALiBi (or None), whose −m_h·|i − j| joins the scores the kernel forms."""
         n = q.shape[2]
-        return sparse_attention(q, k, v, self.pattern(n, q.shape[1], q.device), parts=self.parts(n, q.device), **self.kernel_options(mask))
+        return sparse_attention(
+            q, k, v, self.pattern(n, q.shape[1], q.device), parts=self.parts(n, q.device), **self.kernel_options(mask, position)
+        )
 
-    def kernel_options(self, mask: Tensor | None) -> dict:
-        """The keyword arguments a kernel call takes from this core: mask, causality and the config's options."""
+    def kernel_options(self, mask: Tensor | None, position: nn.Module | None = None) -> dict:
+        """The keyword arguments a kernel call takes from this core: mask, causality, the config's
+        options and, with ALiBi, its slopes."""
         c = self.config
         return dict(mask=mask, causal=self.causal, scale=c.scale, dropout_p=c.dropout_p if self.training else 0.0,
-                    backend=c.backend, block=c.block)
+                    backend=c.backend, block=c.block, alibi_slopes=alibi_slopes_of(position, type(self).__name__.lower()))
 
     @torch.no_grad()
     def implied_weights(self, q: Tensor, k: Tensor, mask: Tensor | None = None) -> Tensor:

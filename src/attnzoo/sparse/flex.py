@@ -58,14 +58,27 @@ def block_mask_from_layout(layout: BlockLayout, pattern: Pattern, num_heads: int
     )
 
 
-def flex_sparse_attention(q: Tensor, k: Tensor, v: Tensor, layout: BlockLayout, pattern: Pattern, *, key_valid, scale: float) -> Tensor:
-    """Compiled flex_attention over the layout's BlockMask. q, k, v: [B, H, N, D]. Returns [B, H, N, D].
+def flex_sparse_attention(
+    q: Tensor, k: Tensor, v: Tensor, layout: BlockLayout, pattern: Pattern, *, key_valid, scale: float, alibi_slopes: Tensor | None = None
+) -> Tensor:
+    """Compiled flex_attention over the layout's BlockMask. q, k, v: [B, H, N, D]; alibi_slopes: [H] or
+    None (a score_mod adding −m_h·|i − j|). Returns [B, H, N, D].
 
     Note:
         A query with no visible key gets zeros here too: flex returns 0 for an empty row.
     """
     block_mask = block_mask_from_layout(layout, pattern, q.shape[1], key_valid)
-    return _compiled_flex()(q, k, v, block_mask=block_mask, scale=scale)
+    score_mod = None if alibi_slopes is None else _alibi_score_mod(alibi_slopes.to(device=q.device, dtype=q.dtype))
+    return _compiled_flex()(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
+
+
+def _alibi_score_mod(slopes: Tensor):
+    """FlexAttention's score_mod for ALiBi: score − m_h·|i − j| (slopes [H])."""
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        return score - slopes[h] * (q_idx - kv_idx).abs()
+
+    return score_mod
 
 
 def _per_head(layout: BlockLayout, h: int, field: str) -> Tensor:

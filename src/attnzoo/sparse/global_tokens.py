@@ -84,6 +84,7 @@ class Global(PatternCore):
         complexity="O(N·(g + w)·D) time, O(N·(g + w)) memory",
         causal=True,
         mask=True,
+        distance=True,
     )
 
     def __init__(self, config: GlobalConfig, *, heads: int, head_dim: int, **kw):
@@ -102,10 +103,13 @@ class Global(PatternCore):
         real = check_global_idx(self.global_idx, n - g, "global") if n > g else ()
         return global_pattern(tuple(range(g)) + tuple(i + g for i in real), n, self.config.window, device)
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, position: nn.Module | None = None) -> Tensor:
         g = self.config.num_tokens
         if not g:
-            return super().forward(q, k, v, mask)
+            return super().forward(q, k, v, mask, position)
+        if position is not None:
+            raise ValueError("global: learned global tokens have no position for ALiBi to measure from; "
+                             "use in-sequence global_idx=(...) with alibi, or num_tokens without it")
         b = q.shape[0]
         q, k, v = (torch.cat([t.expand(b, -1, -1, -1).to(x.dtype), x], dim=2) for t, x in zip(self.tokens, (q, k, v)))
         if mask is not None:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, fields
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from attnzoo.core.checks import as_int_tuple
 from attnzoo.core.info import MechanismInfo
@@ -84,6 +84,7 @@ class Heads(PatternCore):
         complexity="that of the costliest head pattern",
         causal=True,
         mask=True,
+        distance=True,
     )
 
     def __init__(self, config: HeadsConfig, *, heads: int, head_dim: int, causal: bool, max_len: int | None):
@@ -107,7 +108,7 @@ class Heads(PatternCore):
     def pattern(self, n, heads, device):
         return heads_pattern(tuple(self.cores[h % len(self.cores)].pattern(n, 1, device) for h in range(heads)))
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, position: nn.Module | None = None) -> Tensor:
         n, g = q.shape[2], len(self.cores)
         patterns = [core.pattern(n, 1, q.device) for core in self.cores]
         parts = [core.parts(n, q.device) for core in self.cores]
@@ -115,7 +116,7 @@ class Heads(PatternCore):
             q, k, v,
             patterns=tuple(patterns[h % g] for h in range(q.shape[1])),
             parts=tuple(parts[h % g] for h in range(q.shape[1])),
-            **self.kernel_options(mask),
+            **self.kernel_options(mask, position),
         )
 
 
@@ -137,9 +138,11 @@ def heads_attention(
     dropout_p: float = 0.0,
     backend: Backend = "auto",
     block: int = 64,
+    alibi_slopes: Tensor | None = None,
 ) -> Tensor:
     """q, k, v: [B, H, N, D]; patterns: H Patterns, one per head; parts: None or, per head, that
-    pattern's decomposition at this N (sparse.union.Part tuple) or None. Returns [B, H, N, D].
+    pattern's decomposition at this N (sparse.union.Part tuple) or None; alibi_slopes: [H] or None.
+    Returns [B, H, N, D].
 
     Equivalent to: for each head h, sparse_attention(q[:, h], k[:, h], v[:, h], patterns[h]).
     """
@@ -154,14 +157,15 @@ def heads_attention(
         groups.setdefault(id(p), []).append(h)
     # The dense reference and per-head patterns nested inside run as one masked call, as written.
     if backend == "dense" or any(p.heads is not None for p in patterns):
-        return sparse_attention(q, k, v, heads_pattern(patterns), **kw)
+        return sparse_attention(q, k, v, heads_pattern(patterns), alibi_slopes=alibi_slopes, **kw)
     if len(groups) == 1:
-        return sparse_attention(q, k, v, patterns[0], parts=None if parts is None else parts[0], **kw)
+        return sparse_attention(q, k, v, patterns[0], parts=None if parts is None else parts[0], alibi_slopes=alibi_slopes, **kw)
     outs, order = [], []
     for idx in groups.values():
         pick = torch.tensor(idx, device=q.device)
         qq, kk, vv = (t.index_select(1, pick) for t in (q, k, v))
-        outs.append(sparse_attention(qq, kk, vv, patterns[idx[0]], parts=None if parts is None else parts[idx[0]], **kw))
+        slopes = None if alibi_slopes is None else alibi_slopes[idx]  # each group keeps its heads' slopes
+        outs.append(sparse_attention(qq, kk, vv, patterns[idx[0]], parts=None if parts is None else parts[idx[0]], alibi_slopes=slopes, **kw))
         order += idx
     out = torch.cat(outs, dim=1)
     return out if order == sorted(order) else out.index_select(1, torch.argsort(torch.tensor(order, device=q.device)))

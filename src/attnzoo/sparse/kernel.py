@@ -42,11 +42,15 @@ def blocked_attention(
     scale: float,
     dropout_p: float,
     return_lse: bool = False,
+    alibi_slopes: Tensor | None = None,
+    positions: Tensor | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """q, k, v: [B, H, N, D]; key_valid: [B, N] bool or None. Returns [B, H, N, D] (and lse [B, H, N]).
 
-    Equivalent to: reference_attention(q, k, v, allowed=pattern & key_valid, scale=scale), with
-    zeros for a query that sees no key. ``return_lse`` also returns the base-2 log-sum-exp of the
+    Equivalent to: reference_attention(q, k, v, allowed=pattern & key_valid, scale=scale, bias=−m_h·|p_i − p_j|),
+    with zeros for a query that sees no key. The ALiBi bias is there only with ``alibi_slopes`` [H]
+    (m_h); p is ``positions`` [N] (the original position of each row when the caller permuted them),
+    or the row index. ``return_lse`` also returns the base-2 log-sum-exp of the
     scaled scores per query (-inf for a query that sees no key), differentiable, so partial
     attentions over disjoint key sets can be merged exactly (see union_attention).
 
@@ -57,7 +61,8 @@ def blocked_attention(
     if q.dtype in (torch.float16, torch.bfloat16):
         # Scores, softmax statistics and the dk/dv accumulators need float32: compute there, return q.dtype.
         res = blocked_attention(
-            q.float(), k.float(), v.float(), layout, key_valid=key_valid, scale=scale, dropout_p=dropout_p, return_lse=return_lse
+            q.float(), k.float(), v.float(), layout, key_valid=key_valid, scale=scale, dropout_p=dropout_p, return_lse=return_lse,
+            alibi_slopes=alibi_slopes, positions=positions,
         )
         return (res[0].to(q.dtype), res[1]) if return_lse else res.to(q.dtype)
     n, block = q.shape[2], layout.block
@@ -69,7 +74,8 @@ def blocked_attention(
         key_valid = F.pad(key_valid, (0, pad), value=False)
         key_bias = torch.zeros(key_valid.shape, dtype=q.dtype, device=q.device).masked_fill_(~key_valid, float("-inf"))
     seed = int(torch.randint(0, 2**62, (1,)).item()) if dropout_p > 0 else 0
-    out, lse = _BlockedAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), key_bias, layout, scale, dropout_p, seed)
+    distance = None if alibi_slopes is None else Distance.of(alibi_slopes, positions, n + pad, q.dtype, q.device)
+    out, lse = _BlockedAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), key_bias, layout, scale, dropout_p, seed, distance)
     if pad:
         out, lse = out[:, :, :n], lse[:, :, :n]
     return (out, lse) if return_lse else out
@@ -77,7 +83,7 @@ def blocked_attention(
 
 class _BlockedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, key_bias, layout: BlockLayout, scale: float, dropout_p: float, seed: int):
+    def forward(ctx, q, k, v, key_bias, layout: BlockLayout, scale: float, dropout_p: float, seed: int, distance):
         block = layout.block
         qs = q * (scale * _LOG2E)
         # The band covers every query row, so with a band in every head layout all rows get written.
@@ -88,18 +94,18 @@ class _BlockedAttention(torch.autograd.Function):
         for hl_index, hl in enumerate(layout.heads):
             heads = list(range(q.shape[1])) if hl.heads is None else list(hl.heads)
             if hl.band is not None:
-                _band_forward(qs, k, v, key_bias, hl.band, heads, block, out, lse, dropout_p, seed, hl_index)
+                _band_forward(qs, k, v, key_bias, hl.band, heads, block, out, lse, dropout_p, seed, hl_index, distance)
             for g_index, group in enumerate(hl.groups):
-                _group_forward(qs, k, v, key_bias, group, heads, block, out, lse, dropout_p, seed, (hl_index, g_index))
+                _group_forward(qs, k, v, key_bias, group, heads, block, out, lse, dropout_p, seed, (hl_index, g_index), distance)
         ctx.save_for_backward(q, k, v, key_bias, out, lse)
-        ctx.layout, ctx.scale, ctx.dropout_p, ctx.seed = layout, scale, dropout_p, seed
+        ctx.layout, ctx.scale, ctx.dropout_p, ctx.seed, ctx.distance = layout, scale, dropout_p, seed, distance
         return out, lse
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out, grad_lse):
         q, k, v, key_bias, out, lse = ctx.saved_tensors
-        layout, scale, dropout_p, seed, block = ctx.layout, ctx.scale, ctx.dropout_p, ctx.seed, ctx.layout.block
+        layout, scale, dropout_p, seed, block, distance = ctx.layout, ctx.scale, ctx.dropout_p, ctx.seed, ctx.layout.block, ctx.distance
         grad_out = grad_out.contiguous()
         qs = q * (scale * _LOG2E)
         # Rows with no visible key: lse = +inf makes every recomputed probability exp2(s - inf) = 0.
@@ -112,12 +118,39 @@ class _BlockedAttention(torch.autograd.Function):
         for hl_index, hl in enumerate(layout.heads):
             heads = list(range(q.shape[1])) if hl.heads is None else list(hl.heads)
             if hl.band is not None:
-                _band_backward(qs, k, v, key_bias, grad_out, lse, delta, hl.band, heads, block, dq, dk, dv, dropout_p, seed, hl_index)
+                _band_backward(qs, k, v, key_bias, grad_out, lse, delta, hl.band, heads, block, dq, dk, dv, dropout_p, seed, hl_index,
+                               distance)
             for g_index, group in enumerate(hl.groups):
-                args = (qs, k, v, key_bias, grad_out, lse, delta, group, heads, block, dq, dk, dv, dropout_p, seed, (hl_index, g_index))
+                args = (qs, k, v, key_bias, grad_out, lse, delta, group, heads, block, dq, dk, dv, dropout_p, seed, (hl_index, g_index),
+                        distance)
                 _group_backward(*args)
         # dQ = dS K · scale; dK = dSᵀ Q · scale = dSᵀ qs / log2 e: applied once, not per chunk.
-        return dq.mul_(scale), dk.div_(_LOG2E), dv, None, None, None, None, None
+        return dq.mul_(scale), dk.div_(_LOG2E), dv, None, None, None, None, None, None
+
+
+class Distance:
+    """ALiBi's bias −m_h·|p_i − p_j| in the kernel's base-2 score units, for blocks of positions."""
+
+    def __init__(self, slopes: Tensor, positions: Tensor):
+        self.slopes, self.positions = slopes, positions  # [H] m_h · log2 e; [N padded] p as floats
+
+    @staticmethod
+    def of(slopes: Tensor, positions: Tensor | None, n: int, dtype: torch.dtype, device) -> "Distance":
+        """slopes [H]; positions [N'] (N' <= n, the rest continue after it) or None for 0..n-1."""
+        p = torch.arange(n, dtype=dtype, device=device)
+        if positions is not None:
+            p[: positions.shape[0]] = positions.to(dtype)
+        return Distance(slopes.to(device=device, dtype=dtype) * _LOG2E, p)
+
+    def at(self, heads: list[int] | int, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        """[h, R, block, L] for q_idx [R, block] and kv_idx [R, L] (rows of the padded sequence;
+        indices outside it are clamped: the pattern masks those keys anyway); [R, block, L] for one head."""
+        n = self.positions.shape[0]
+        qp, kp = self.positions[q_idx.clamp(0, n - 1)], self.positions[kv_idx.clamp(0, n - 1)]
+        dist = (qp[:, :, None] - kp[:, None, :]).abs_()
+        if isinstance(heads, int):
+            return dist.mul_(-self.slopes[heads])
+        return dist[None] * -self.slopes[heads][:, None, None, None]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -149,8 +182,10 @@ def _windows(t: Tensor, r0: int, r1: int, band: Band, block: int) -> Tensor:
     return src.as_strided(size, (row_stride,) + tuple(src.stride()), src.storage_offset() + first * row_stride)
 
 
-def _band_scores(q_rows, k_win, chunk, key_win) -> Tensor:
+def _band_scores(q_rows, k_win, chunk, key_win, bias=None) -> Tensor:
     s = torch.bmm(q_rows, k_win.transpose(1, 2))  # [R, block, width · block]
+    if bias is not None:
+        s.add_(bias)
     if chunk.mask is not None:
         block = q_rows.shape[1]
         q_pos = torch.arange(chunk.r0 * block, chunk.r1 * block, device=s.device).view(-1, block)
@@ -163,7 +198,19 @@ def _band_scores(q_rows, k_win, chunk, key_win) -> Tensor:
     return s
 
 
-def _band_forward(qs, k, v, key_bias, band: Band, heads, block, out, lse, dropout_p, seed, tag):
+def _band_bias(distance, band: Band, chunk, h: int, block: int) -> tuple[Tensor | None, Tensor | None]:
+    """ALiBi for one chunk and head: (window [R, block, width · block], extras [R, block, X] or None)."""
+    if distance is None:
+        return None, None
+    device = distance.positions.device
+    rows = torch.arange(chunk.r0, chunk.r1, device=device)
+    q_idx = rows[:, None] * block + torch.arange(block, device=device)
+    kv_idx = (rows[:, None] + band.lo) * block + torch.arange(band.width * block, device=device)  # row r's window
+    extras = None if band.extras is None else distance.at(h, q_idx, band.extras.pos.expand(len(rows), -1))
+    return distance.at(h, q_idx, kv_idx), extras
+
+
+def _band_forward(qs, k, v, key_bias, band: Band, heads, block, out, lse, dropout_p, seed, tag, distance=None):
     for b in range(qs.shape[0]):
         for h in heads:
             q_blocks = qs[b, h].unflatten(0, (-1, block))
@@ -171,9 +218,10 @@ def _band_forward(qs, k, v, key_bias, band: Band, heads, block, out, lse, dropou
                 k_win, v_win = _windows(k[b, h], chunk.r0, chunk.r1, band, block), _windows(v[b, h], chunk.r0, chunk.r1, band, block)
                 key_win = _windows(key_bias[b], chunk.r0, chunk.r1, band, block) if key_bias is not None else None
                 q_rows = q_blocks[chunk.r0 : chunk.r1]
-                parts = [_band_scores(q_rows, k_win, chunk, key_win)]
+                window_bias, extras_bias = _band_bias(distance, band, chunk, h, block)
+                parts = [_band_scores(q_rows, k_win, chunk, key_win, window_bias)]
                 if band.extras is not None:
-                    parts.append(_extra_scores(q_rows, k[b, h], key_bias, b, band.extras, chunk))
+                    parts.append(_extra_scores(q_rows, k[b, h], key_bias, b, band.extras, chunk, extras_bias))
                 parts, total, lse_c = _softmax_parts(*parts)
                 if dropout_p:
                     gen = _generator(seed, ("band", tag, b, h, c), q_rows.device)
@@ -187,7 +235,7 @@ def _band_forward(qs, k, v, key_bias, band: Band, heads, block, out, lse, dropou
                 lse[b, h, rows] = lse_c.flatten()
 
 
-def _band_backward(qs, k, v, key_bias, grad_out, lse, delta, band: Band, heads, block, dq, dk, dv, dropout_p, seed, tag):
+def _band_backward(qs, k, v, key_bias, grad_out, lse, delta, band: Band, heads, block, dq, dk, dv, dropout_p, seed, tag, distance=None):
     nb = k.shape[2] // block
     for b in range(qs.shape[0]):
         for h in heads:
@@ -200,7 +248,8 @@ def _band_backward(qs, k, v, key_bias, grad_out, lse, delta, band: Band, heads, 
                 rows = slice(r0 * block, r1 * block)
                 lse_rows, delta_rows = lse[b, h, rows].view(r1 - r0, block, 1), delta[b, h, rows].view(r1 - r0, block, 1)
                 gen = _generator(seed, ("band", tag, b, h, c), q_rows.device) if dropout_p else None
-                p = _band_scores(q_rows, k_win, chunk, key_win)
+                window_bias, extras_bias = _band_bias(distance, band, chunk, h, block)
+                p = _band_scores(q_rows, k_win, chunk, key_win, window_bias)
                 p.sub_(lse_rows).exp2_()
                 dp = torch.bmm(do, v_win.transpose(1, 2))
                 p_used = p
@@ -212,7 +261,8 @@ def _band_backward(qs, k, v, key_bias, grad_out, lse, delta, band: Band, heads, 
                 ds = dp.sub_(delta_rows).mul_(p)
                 dq[b, h, rows] += torch.bmm(ds, k_win).flatten(0, 1)
                 if band.extras is not None:
-                    _extra_backward(q_rows, do, k, v, key_bias, b, h, band.extras, chunk, lse_rows, delta_rows, gen, dropout_p, dq, dk, dv, rows)
+                    _extra_backward(q_rows, do, k, v, key_bias, b, h, band.extras, chunk, lse_rows, delta_rows, gen, dropout_p, dq, dk, dv, rows,
+                                    extras_bias)
                 dk_win = torch.bmm(ds.transpose(1, 2), q_rows)
                 # Windows overlap: add slot by slot; slot s of rows r0..r1-1 is key blocks r0+lo+s .. r1-1+lo+s.
                 dk_blocks, dv_blocks = dk[b, h].unflatten(0, (-1, block)), dv[b, h].unflatten(0, (-1, block))
@@ -236,8 +286,10 @@ def _group_chunks(group: BlockGroup, b: int, h: int, block: int):
         yield slice(r0, r0 + step)
 
 
-def _group_scores(q_sel, k_sel, group: BlockGroup, chunk: slice, key_bias) -> Tensor:
+def _group_scores(q_sel, k_sel, group: BlockGroup, chunk: slice, key_bias, distance=None, heads=None) -> Tensor:
     s = _rows_mm(q_sel, k_sel.transpose(-1, -2))  # [B, h, R, block, S · block]
+    if distance is not None:
+        s.add_(distance.at(heads, group.q_pos(chunk, s.shape[-2]), group.kv_pos[chunk])[None])
     if group.mask is not None:
         s.masked_fill_(group.mask.forbid(group.q_pos(chunk, s.shape[-2]), group.kv_pos[chunk], chunk), float("-inf"))
     if key_bias is not None:
@@ -245,7 +297,7 @@ def _group_scores(q_sel, k_sel, group: BlockGroup, chunk: slice, key_bias) -> Te
     return s
 
 
-def _group_forward(qs, k, v, key_bias, group: BlockGroup, heads, block, out, lse, dropout_p, seed, tag):
+def _group_forward(qs, k, v, key_bias, group: BlockGroup, heads, block, out, lse, dropout_p, seed, tag, distance=None):
     sel = _heads(heads, qs.shape[1])
     qb, kb, vb = (_blocks(t, sel, block) for t in (qs, k, v))
     if group.shared:  # the same key blocks for every row: gather them once
@@ -253,7 +305,7 @@ def _group_forward(qs, k, v, key_bias, group: BlockGroup, heads, block, out, lse
     for c, chunk in enumerate(_group_chunks(group, qs.shape[0], len(heads), block)):
         rows, cols = group.rows[chunk], group.cols[chunk]
         k_sel, v_sel = (k_shared, v_shared) if group.shared else (_gather(kb, cols), _gather(vb, cols))
-        (p,), total, lse_c = _softmax_parts(_group_scores(_gather(qb, rows), k_sel, group, chunk, key_bias))
+        (p,), total, lse_c = _softmax_parts(_group_scores(_gather(qb, rows), k_sel, group, chunk, key_bias, distance, heads))
         if dropout_p:
             p = p * _keep(p, _generator(seed, ("group", tag, c), p.device), dropout_p)
         o = _rows_mm(p, v_sel).div_(total)  # [B, h, R, block, D]
@@ -263,7 +315,7 @@ def _group_forward(qs, k, v, key_bias, group: BlockGroup, heads, block, out, lse
         _put(lse, sel, rows, lse_new, block)
 
 
-def _group_backward(qs, k, v, key_bias, grad_out, lse, delta, group: BlockGroup, heads, block, dq, dk, dv, dropout_p, seed, tag):
+def _group_backward(qs, k, v, key_bias, grad_out, lse, delta, group: BlockGroup, heads, block, dq, dk, dv, dropout_p, seed, tag, distance=None):
     sel = _heads(heads, qs.shape[1])
     qb, kb, vb, gb = (_blocks(t, sel, block) for t in (qs, k, v, grad_out))
     lse_b, delta_b = _blocks(lse, sel, block), _blocks(delta, sel, block)
@@ -272,7 +324,7 @@ def _group_backward(qs, k, v, key_bias, grad_out, lse, delta, group: BlockGroup,
         cols = group.cols[:1] if group.shared else group.cols[chunk]  # shared: one row of key blocks for all
         q_sel, do = _gather(qb, rows), _gather(gb, rows)
         k_sel, v_sel = _gather(kb, cols), _gather(vb, cols)
-        p = _group_scores(q_sel, k_sel, group, chunk, key_bias)
+        p = _group_scores(q_sel, k_sel, group, chunk, key_bias, distance, heads)
         p.sub_(_gather(lse_b, rows)[..., None]).exp2_()  # [B, h, R, block, S · block]
         dp = _rows_mm(do, v_sel.transpose(-1, -2))
         p_used = p
@@ -341,19 +393,21 @@ def _softmax_parts(s: Tensor, *more: Tensor):
     return list(parts), total, lse
 
 
-def _extra_scores(q_rows: Tensor, k_bh: Tensor, key_bias, b: int, extras, chunk) -> Tensor:
+def _extra_scores(q_rows: Tensor, k_bh: Tensor, key_bias, b: int, extras, chunk, bias=None) -> Tensor:
     """[R, block, X] scores of the chunk's queries against the band's extra key positions."""
     s = q_rows @ k_bh[extras.pos].T
+    if bias is not None:
+        s.add_(bias)
     s.masked_fill_(extras.forbid[chunk.r0 : chunk.r1], float("-inf"))
     if key_bias is not None:
         s.add_(key_bias[b, extras.pos])
     return s
 
 
-def _extra_backward(q_rows, do, k, v, key_bias, b, h, extras, chunk, lse_rows, delta_rows, gen, dropout_p, dq, dk, dv, rows):
+def _extra_backward(q_rows, do, k, v, key_bias, b, h, extras, chunk, lse_rows, delta_rows, gen, dropout_p, dq, dk, dv, rows, bias=None):
     """Gradients through the band's extra key positions for one chunk (same recipe as the window)."""
     k_x, v_x = k[b, h, extras.pos], v[b, h, extras.pos]  # [X, D]
-    p = _extra_scores(q_rows, k[b, h], key_bias, b, extras, chunk)
+    p = _extra_scores(q_rows, k[b, h], key_bias, b, extras, chunk, bias)
     p.sub_(lse_rows).exp2_()
     dp = do @ v_x.T
     p_used = p

@@ -43,17 +43,20 @@ def local_attention(
     dropout_p: float = 0.0,
     backend: Backend = "auto",
     block: int = 64,
+    alibi_slopes: Tensor | None = None,
 ) -> Tensor:
-    """q, k, v: [B, H, N, D]; mask: [B, N] bool. Returns [B, H, N, D].
+    """q, k, v: [B, H, N, D]; mask: [B, N] bool; alibi_slopes: [H] or None. Returns [B, H, N, D].
 
-    Equivalent to: full attention with scores -inf wherever |i - j| > window (and j > i if causal).
+    Equivalent to: full attention with scores -inf wherever |i - j| > window (and j > i if causal),
+    and −m_h·|i − j| added to them with ``alibi_slopes`` (ALiBi with a sliding window).
 
     Note:
         The window is inclusive and counts keys per side: 2·window + 1 keys per query
         (window + 1 under causal). O(N · window · D) time, O(N · window) working memory.
     """
     return sparse_attention(
-        q, k, v, local_pattern(window), mask=mask, causal=causal, scale=scale, dropout_p=dropout_p, backend=backend, block=block
+        q, k, v, local_pattern(window), mask=mask, causal=causal, scale=scale, dropout_p=dropout_p, backend=backend, block=block,
+        alibi_slopes=alibi_slopes,
     )
 
 
@@ -63,6 +66,7 @@ class Local(PatternCore):
         complexity="O(N·w·D) time, O(N·w) memory",
         causal=True,
         mask=True,
+        distance=True,
     )
 
     def __init__(self, config: LocalConfig, **kw):

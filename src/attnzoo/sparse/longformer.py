@@ -73,6 +73,7 @@ class Longformer(PatternCore):
         complexity="O(N·(w·d + g)·D) time, O(N·(w·d + g)) memory",
         causal=True,
         mask=True,
+        distance=True,
     )
 
     def __init__(self, config: LongformerConfig, **kw):

@@ -84,6 +84,7 @@ class Random(PatternCore):
         complexity="O(N·r·b·D) time, O(N·r·b) memory",
         causal=True,
         mask=True,
+        distance=True,
     )
 
     def __init__(self, config: RandomConfig, **kw):

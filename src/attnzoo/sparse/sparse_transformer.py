@@ -120,6 +120,7 @@ class SparseTransformer(PatternCore):
         complexity="O(N·√N·D) time at stride ≈ √N (two parts, each block-sparse in its own order), O(N) memory",
         causal=True,
         mask=True,
+        distance=True,
     )
 
     def __init__(self, config: SparseTransformerConfig, **kw):

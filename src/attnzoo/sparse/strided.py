@@ -97,6 +97,7 @@ class Strided(PatternCore):
         complexity="O(N²·D / s) unbounded, O(N·w·D) bounded (run in residue order)",
         causal=True,
         mask=True,
+        distance=True,
     )
 
     def __init__(self, config: StridedConfig, **kw):

@@ -32,9 +32,10 @@ class Part:
 
 
 def union_attention(
-    q: Tensor, k: Tensor, v: Tensor, parts: tuple[Part, ...], *, mask: Tensor | None, causal: bool, scale: float, dropout_p: float, block: int
+    q: Tensor, k: Tensor, v: Tensor, parts: tuple[Part, ...], *, mask: Tensor | None, causal: bool, scale: float, dropout_p: float, block: int,
+    alibi_slopes: Tensor | None = None,
 ) -> Tensor:
-    """q, k, v: [B, H, N, D]; mask: [B, N] bool. Returns [B, H, N, D].
+    """q, k, v: [B, H, N, D]; mask: [B, N] bool; alibi_slopes: [H] or None. Returns [B, H, N, D].
 
     Equivalent to: sparse_attention(q, k, v, or_masks(*patterns in natural order)), when the parts
     are disjoint. Inputs are validated by the caller.
@@ -43,7 +44,8 @@ def union_attention(
     outs, lses = [], []
     if len(parts) == 1 and parts[0].perm is None:
         pattern = and_masks(parts[0].pattern, parts[0].causal) if causal else parts[0].pattern
-        return blocked_attention(q, k, v, build_layout(pattern, n, block, heads, q.device), key_valid=mask, scale=scale, dropout_p=dropout_p)
+        layout = build_layout(pattern, n, block, heads, q.device)
+        return blocked_attention(q, k, v, layout, key_valid=mask, scale=scale, dropout_p=dropout_p, alibi_slopes=alibi_slopes)
     for part in parts:
         qq, kk, vv, mm = q, k, v, mask
         if part.perm is not None:
@@ -51,7 +53,9 @@ def union_attention(
             mm = None if mask is None else mask.index_select(1, part.perm)
         pattern = and_masks(part.pattern, part.causal) if causal else part.pattern
         layout = build_layout(pattern, n, block, heads, q.device)
-        out, lse = blocked_attention(qq, kk, vv, layout, key_valid=mm, scale=scale, dropout_p=dropout_p, return_lse=True)
+        # ALiBi measures distance between original positions, whatever this part's order
+        out, lse = blocked_attention(qq, kk, vv, layout, key_valid=mm, scale=scale, dropout_p=dropout_p, return_lse=True,
+                                     alibi_slopes=alibi_slopes, positions=part.perm)
         if part.perm is not None:
             inverse = torch.argsort(part.perm)
             out, lse = out.index_select(2, inverse), lse.index_select(2, inverse)
