@@ -76,6 +76,29 @@ def test_functions_take_the_slopes_and_check_them():
         local_attention(q, k, v, window=3, alibi_slopes=slopes[:3])
     with pytest.raises(ValueError, match="alibi_slopes must be finite"):
         local_attention(q, k, v, window=3, alibi_slopes=torch.full((4,), float("nan"), dtype=torch.float64))
+    with pytest.raises(ValueError, match="pass them detached"):
+        local_attention(q, k, v, window=3, alibi_slopes=slopes.clone().requires_grad_(True))
+
+
+@pytest.mark.parametrize("backend", ["blocked", "dense"])
+def test_half_precision_counts_distances_past_256(backend):
+    """bf16 holds integers only to 256: the distances must still be exact at N = 300."""
+    q, k, v = (t.detach() for t in qkv(1, 300, 8, seed=3))
+    slopes = torch.tensor([0.5, 0.25, 0.125, 1.0], dtype=torch.float64)
+    i = torch.arange(300)
+    want = written_out(q, k, v, ((i[:, None] - i[None, :]).abs() <= 3)[None, None], slopes)
+    got = local_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), window=3, block=32, backend=backend, alibi_slopes=slopes)
+    torch.testing.assert_close(got.double(), want, atol=3e-2, rtol=3e-2)
+
+
+def test_heads_attention_checks_the_slopes_before_splitting_them():
+    from attnzoo.sparse.heads import heads_attention
+
+    q, k, v = qkv(1, 20, 8)
+    patterns = (local_pattern(2), local_pattern(2), local_pattern(4), local_pattern(4))
+    for bad in (torch.ones(5, dtype=torch.float64), torch.ones(3, dtype=torch.float64)):
+        with pytest.raises(ValueError, match=r"alibi_slopes must be a float tensor \[H=4\]"):
+            heads_attention(q, k, v, patterns=patterns, alibi_slopes=bad)
 
 
 def test_relative_stays_refused_and_learned_tokens_say_why():

@@ -101,7 +101,12 @@ def _check_position(position: nn.Module | None, core: nn.Module) -> None:
     if level == "rotary" and info is not None and not info.honours(level):
         raise ValueError(f"{core_name} never compares queries with keys, so rotary positions cannot act; use an input encoding "
                          "(sinusoidal, learned, floater, rnn)")
-    if level in ("score", "distance") and (info is None or not info.honours(level)):
+    if level == "distance" and (info is None or not info.honours(level)):
+        raise ValueError(
+            f"{name} adds −m·|i − j| to q·k scores, which {core_name} never forms; use full or a fixed sparse pattern "
+            "(local, strided, global, random, sparse_transformer, longformer, bigbird, heads), rotary, or an input encoding"
+        )
+    if level == "score" and (info is None or not info.honours(level)):
         raise ValueError(
             f"{name} adds to explicit q·k scores, which {core_name} never forms; use rotary (it rotates q and k, so it works "
             "wherever q meets k) or an input encoding (sinusoidal, learned, floater, rnn), or the full mechanism"

@@ -66,14 +66,16 @@ def sparse_attention(
     check_dropout(dropout_p, where)
     check_int(block, "block", minimum=1, where=where)
     scale = resolve_scale(scale, q.shape[-1], where)
-    _check_slopes(alibi_slopes, q.shape[1], where)
+    check_slopes(alibi_slopes, q.shape[1], where)
     if causal:
         pattern = and_masks(pattern, causal_pattern)
     backend = _choose_backend(backend, q, k, v, dropout_p, where, has_parts=parts is not None)
     n, heads = q.shape[2], q.shape[1]
     if backend == "dense":
         allowed = visible_keys(mask, materialize_heads(pattern, n, heads, device=q.device))
-        bias = None if alibi_slopes is None else alibi_bias(n, alibi_slopes.to(device=q.device, dtype=q.dtype))
+        # positions and distances in float32 at least: bf16 cannot count past 256
+        exact = torch.promote_types(q.dtype, torch.float32)
+        bias = None if alibi_slopes is None else alibi_bias(n, alibi_slopes.to(device=q.device, dtype=exact)).to(q.dtype)
         return reference_attention(q, k, v, allowed=allowed, scale=scale, bias=bias, dropout_p=dropout_p)
     if backend == "flex":
         # FlexAttention's kernels want their own block size; the layout is built for it.
@@ -88,7 +90,7 @@ def sparse_attention(
     return blocked_attention(q, k, v, layout, key_valid=mask, scale=scale, dropout_p=dropout_p, alibi_slopes=alibi_slopes)
 
 
-def _check_slopes(slopes: Tensor | None, heads: int, where: str) -> None:
+def check_slopes(slopes: Tensor | None, heads: int, where: str) -> None:
     if slopes is None:
         return
     if not isinstance(slopes, Tensor) or slopes.shape != (heads,) or not slopes.is_floating_point():
@@ -96,6 +98,8 @@ def _check_slopes(slopes: Tensor | None, heads: int, where: str) -> None:
         raise ValueError(f"{where}: alibi_slopes must be a float tensor [H={heads}], one slope per head (alibi_slopes(H)), got {got}")
     if not bool(torch.isfinite(slopes).all()):
         raise ValueError(f"{where}: alibi_slopes must be finite, got {slopes.tolist()}")
+    if slopes.requires_grad:  # the blocked kernel treats them as constants, as ALiBi does
+        raise ValueError(f"{where}: alibi_slopes are fixed per head (ALiBi learns none); pass them detached")
 
 
 def _choose_backend(backend: str, q: Tensor, k: Tensor, v: Tensor, dropout_p: float, where: str, has_parts: bool) -> str:

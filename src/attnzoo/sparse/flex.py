@@ -68,7 +68,8 @@ def flex_sparse_attention(
         A query with no visible key gets zeros here too: flex returns 0 for an empty row.
     """
     block_mask = block_mask_from_layout(layout, pattern, q.shape[1], key_valid)
-    score_mod = None if alibi_slopes is None else _alibi_score_mod(alibi_slopes.to(device=q.device, dtype=q.dtype))
+    # the bias in float32, as flex's scores are, whatever q's dtype
+    score_mod = None if alibi_slopes is None else _alibi_score_mod(alibi_slopes.to(device=q.device, dtype=torch.float32))
     return _compiled_flex()(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
 
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from attnzoo.core.checks import as_int_tuple
 from attnzoo.core.info import MechanismInfo
 from attnzoo.core.masks import Pattern, per_head
-from attnzoo.sparse.attention import Backend, sparse_attention
+from attnzoo.sparse.attention import Backend, check_slopes, sparse_attention
 from attnzoo.sparse.bigbird import BigBird, BigBirdConfig
 from attnzoo.sparse.core import KernelOptions, PatternCore
 from attnzoo.sparse.global_tokens import Global, GlobalConfig
@@ -151,6 +151,7 @@ def heads_attention(
         raise ValueError(f"heads_attention: {len(patterns)} patterns for {q.shape[1]} heads; give one pattern per head")
     if parts is not None and len(parts) != len(patterns):
         raise ValueError(f"heads_attention: {len(parts)} parts for {len(patterns)} patterns; give one entry (or None) per head")
+    check_slopes(alibi_slopes, q.shape[1], "heads_attention")  # before each group takes its slice
     kw = dict(mask=mask, causal=causal, scale=scale, dropout_p=dropout_p, backend=backend, block=block)
     groups: dict[int, list[int]] = {}  # heads sharing one pattern object run as one call
     for h, p in enumerate(patterns):
