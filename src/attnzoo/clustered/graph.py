@@ -22,8 +22,8 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from attnzoo.clustered.implied import implied_by_identity
 from attnzoo.core.checks import check_dropout, check_int, check_mask, check_qkv, resolve_scale
+from attnzoo.core.implied import implied_by_identity
 from attnzoo.core.info import MechanismInfo
 
 _CHUNK_ELEMENTS = 1 << 22  # per-edge products are formed this many elements at a time ([edges, B, H, D])

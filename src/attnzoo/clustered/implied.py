@@ -1,5 +1,5 @@
-"""The N×N picture of a data-dependent mechanism (small N): its weights on v = I, and the pairs
-that carry weight for a seeded random input.
+"""The pairs that carry weight in a data-dependent mechanism's N×N map, for a seeded random input
+(the map itself: attnzoo.core.implied.implied_by_identity).
 
 b batch, h heads, n positions, d head dim.
 """
@@ -10,18 +10,6 @@ import math
 
 import torch
 from torch import Tensor, nn
-
-from attnzoo.core.modes import eval_mode
-
-
-@torch.no_grad()
-def implied_by_identity(core: nn.Module, q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
-    """[B, H, N, N] for a core whose output is linear in v once q and k are fixed: its output on v = I,
-    in eval mode (no dropout or noise, no centroid updates; the core's mode is put back)."""
-    b, h, n, _ = q.shape
-    eye = torch.eye(n, dtype=q.dtype, device=q.device).expand(b, h, n, n)
-    with eval_mode(core):
-        return core(q, k, eye, mask=mask)
 
 
 def pairs_on_random_input(core: nn.Module, n: int) -> Tensor:

@@ -27,9 +27,10 @@ import torch.nn.functional as F
 from einops import einsum, rearrange
 from torch import Tensor, nn
 
-from attnzoo.clustered.implied import implied_by_identity, pairs_on_random_input
+from attnzoo.clustered.implied import pairs_on_random_input
 from attnzoo.clustered.sorting import MASKED, gather_positions, pad_positions, sort_by, with_previous_chunk
 from attnzoo.core.checks import check_dropout, check_int, check_mask, check_qkv, resolve_scale
+from attnzoo.core.implied import implied_by_identity
 from attnzoo.core.info import MechanismInfo
 
 # Logit of a token's own key, as in the paper's code: low enough to lose against any visible key,

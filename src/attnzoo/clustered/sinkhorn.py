@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from einops import einsum, rearrange
 from torch import Tensor, nn
 
-from attnzoo.clustered.implied import implied_by_identity
 from attnzoo.clustered.sorting import MASKED, pad_positions
 from attnzoo.core.checks import check_dropout, check_int, check_mask, check_qkv, resolve_scale
+from attnzoo.core.implied import implied_by_identity
 from attnzoo.core.info import MechanismInfo
 
 

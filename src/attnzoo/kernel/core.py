@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from attnzoo.core.checks import check_int
-from attnzoo.core.modes import eval_mode
+from attnzoo.core.implied import implied_by_identity
 from attnzoo.kernel.feature_attention import KernelState, feature_attention_step
 from attnzoo.kernel.features import gaussian_projection
 
@@ -53,10 +53,7 @@ class FeatureCore(nn.Module):
         Every kernel mechanism is linear in v, so running it on v = I_N returns that matrix's rows;
         it runs in eval mode (no feature redraw) and the core's mode is put back.
         """
-        b, h, n, _ = q.shape
-        eye = torch.eye(n, dtype=q.dtype, device=q.device).expand(b, h, n, n)
-        with eval_mode(self):
-            return self(q, k, eye, mask=mask)
+        return implied_by_identity(self, q, k, mask)
 
     def computed_pairs(self, n: int) -> Tensor:
         """Bool [1, N, N]: every pair is in the implied map (lower triangle if causal), none computed one by one."""

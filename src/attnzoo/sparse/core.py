@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from attnzoo.core.checks import check_dropout, check_int, resolve_scale
 from attnzoo.core.masks import Pattern, and_masks, causal as causal_pattern, materialize_heads
-from attnzoo.core.modes import eval_mode
+from attnzoo.core.implied import implied_by_identity
 from attnzoo.sparse.attention import BACKENDS, Backend, sparse_attention
 
 
@@ -77,9 +77,7 @@ class PatternCore(nn.Module):
 
         The attention is linear in v, so its output on v = I_N is that matrix's rows; pairs outside
         the pattern get exactly 0."""
-        b, h, n, _ = q.shape
-        with eval_mode(self):  # no dropout
-            return self(q, k, torch.eye(n, dtype=q.dtype, device=q.device).expand(b, h, n, n), mask=mask)
+        return implied_by_identity(self, q, k, mask)
 
     def computed_pairs(self, n: int) -> Tensor:
         """Bool [H or 1, N, N]: the (query, key) pairs this core computes (for pictures)."""

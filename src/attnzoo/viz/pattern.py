@@ -24,22 +24,38 @@ def terminal_grid(pairs: Tensor, *, on: str = "█", off: str = "·", max_cells:
     return "\n".join("".join(on if c else off for c in row.tolist()) for row in pairs)
 
 
+def distinct_heads(label: str, maps: Tensor) -> list[tuple[str, int]]:
+    """(title, first head) per distinct [N, N] map of maps [H, N, N]: heads with the same map share a
+    panel, titled ``label`` alone when all heads agree, else ``label, heads 0, 2``."""
+    distinct: dict[bytes, list[int]] = {}
+    for h in range(maps.shape[0]):
+        distinct.setdefault(maps[h].numpy().tobytes(), []).append(h)
+    if len(distinct) == 1:
+        return [(label, 0)]
+    return [(f"{label}, head{'s' if len(hs) > 1 else ''} {', '.join(map(str, hs))}", hs[0]) for hs in distinct.values()]
+
+
 def draw_patterns(panels: list[tuple[str, Tensor]], path: str | Path, *, columns: int = 4) -> Path:
     """Save a grid of [N, N] bool panels (computed cells coloured) as a PNG, textbook style."""
-    plt = pyplot()
     from matplotlib.colors import ListedColormap
 
+    titled = [(f"{title}\n{pairs.float().mean().item():.0%} of pairs", pairs) for title, pairs in panels]
+    return draw_maps(titled, path, columns=columns, cmap=ListedColormap(["#f4f4f4", "#2b6cb0"]), vmin=0, vmax=1)
+
+
+def draw_maps(panels: list[tuple[str, Tensor]], path: str | Path, *, columns: int = 4, **imshow) -> Path:
+    """Save (title, [N, N] map) panels as a PNG grid, query i down and key j across; ``imshow``:
+    the colour map and its limits, shared by every panel."""
+    plt = pyplot()
     columns = min(columns, len(panels))
     rows = -(-len(panels) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.4 * rows), squeeze=False)
-    cmap = ListedColormap(["#f4f4f4", "#2b6cb0"])
     for ax in axes.flat:
         ax.axis("off")
-    for ax, (title, pairs) in zip(axes.flat, panels):
-        n = pairs.shape[0]
-        ax.imshow(pairs.float().numpy(), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-        density = pairs.float().mean().item()
-        ax.set_title(f"{title}\n{density:.0%} of pairs", fontsize=9)
+    for ax, (title, values) in zip(axes.flat, panels):
+        n = values.shape[0]
+        ax.imshow(values.float().numpy(), interpolation="nearest", **imshow)
+        ax.set_title(title, fontsize=9)
         ax.set_xticks([0, n - 1])
         ax.set_yticks([0, n - 1])
         ax.tick_params(labelsize=7)

@@ -477,16 +477,13 @@ def gallery_layers(names: list[str], n: int, rows: list[dict] = (), *, head_dim:
 def gallery_panels(names: list[str], n: int, rows: list[dict] = ()) -> tuple[list[tuple[str, object]], list[tuple[str, str]]]:
     """Pattern panels for ``draw_patterns`` and the (name, reason) of names that could not be drawn
     (``gallery_layers``); heads with different patterns get a panel each."""
+    from attnzoo.viz.pattern import distinct_heads
+
     layers, skipped = gallery_layers(names, n, rows)
     panels = []
     for label, layer in layers:
         pairs = getattr(layer, "core", layer).computed_pairs(n)  # [H or 1, N, N]
-        distinct: dict[bytes, list[int]] = {}  # heads with the same pattern share a panel
-        for h in range(pairs.shape[0]):
-            distinct.setdefault(pairs[h].numpy().tobytes(), []).append(h)
-        for hs in distinct.values():
-            title = label if len(distinct) == 1 else f"{label}, head{'s' if len(hs) > 1 else ''} {', '.join(map(str, hs))}"
-            panels.append((title, pairs[hs[0]]))
+        panels += [(title, pairs[h]) for title, h in distinct_heads(label, pairs)]
     return panels, skipped
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from attnzoo.viz.figure import pyplot, save
+from attnzoo.viz.pattern import distinct_heads, draw_maps
 
 WEIGHTS_HEAD_DIM = 64  # wide enough for the probe's band to be a few positions thin
 MAX_N = 1024  # the maps are H·N² float64 numbers, and v = I is N² more per head
@@ -96,12 +96,7 @@ def weight_panels(layers: list[tuple[str, nn.Module]], n: int, head_dim: int) ->
             continue
         causal = bool(getattr(getattr(layer, "core", layer), "causal", False))
         errors = row_error(weights, exact_map(n, head_dim, causal))
-        distinct: dict[bytes, list[int]] = {}  # heads with the same map share a panel
-        for h in range(weights.shape[0]):
-            distinct.setdefault(weights[h].numpy().tobytes(), []).append(h)
-        for hs in distinct.values():
-            head = "" if len(distinct) == 1 else f", head{'s' if len(hs) > 1 else ''} {', '.join(map(str, hs))}"
-            panels.append((label + head, weights[hs[0]], errors[hs[0]].item()))
+        panels += [(title, weights[h], errors[h].item()) for title, h in distinct_heads(label, weights)]
     return panels, no_map, failed
 
 
@@ -110,23 +105,7 @@ def draw_weights(panels: list[tuple[str, Tensor, float]], exact: Tensor, path: s
     0 white, ± the exact map's typical row maximum full colour (blue below zero: low-rank maps can be
     negative); larger values saturate. The median row maximum, not the largest: under causal masking
     the first query's whole weight is on itself, which would wash out every other row."""
-    plt = pyplot()
     vmax = exact.amax(dim=-1).median().item()
     drawn = [(f"exact softmax on the probe\ncolour scale ±{vmax:.2g}", exact)]
     drawn += [(f"{label}\nrow error {error:.3f}", weights) for label, weights, error in panels]
-    columns = min(columns, len(drawn))
-    rows = -(-len(drawn) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.4 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (title, weights) in zip(axes.flat, drawn):
-        n = weights.shape[0]
-        ax.imshow(weights.float().numpy(), cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
-        ax.set_title(title, fontsize=9)
-        ax.set_xticks([0, n - 1])
-        ax.set_yticks([0, n - 1])
-        ax.tick_params(labelsize=7)
-        ax.set_xlabel("key j", fontsize=8)
-        ax.set_ylabel("query i", fontsize=8)
-        ax.axis("on")
-    return save(fig, path, dpi=120)
+    return draw_maps(drawn, path, columns=columns, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
